@@ -1,0 +1,494 @@
+"""Diffusion purification (DiffPure) as an ART PyTorch preprocessor, with seed alignment.
+
+| Paper link (DiffPure): https://arxiv.org/abs/2205.07460
+| Paper link (randomness alignment, compression): https://arxiv.org/abs/2505.22839
+
+The purifier noises its input to timestep ``t_star`` and denoises it with a pretrained diffusion
+model (a diffusers ``UNet2DModel`` or any callable ``(x_t, t) -> eps``). Its internal randomness xi
+is either fresh on every call (``seed=None``) or fixed per sample through the seed hash of
+:mod:`art_diffpure.noise`, so that an attack and its test can share xi.
+
+| Please keep in mind the limitations of defences. For details on how to evaluate classifier
+  security in general, see https://arxiv.org/abs/1902.06705 ; for stochastic purifiers, evaluate
+  with :class:`art_diffpure.RandomnessAlignedAttack`.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+from collections import OrderedDict
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
+
+import numpy as np
+from art.defences.preprocessor.preprocessor import PreprocessorPyTorch
+from tqdm.auto import tqdm
+
+from art_diffpure.noise import aligned_noise
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+logger = logging.getLogger(__name__)
+
+SAMPLERS = ("ddpm", "reverse", "ddim")
+GRADIENTS = ("full", "bpda")
+FORWARD_NOISING = ("one_shot", "multistep")
+
+
+class DiffusionPurifier(PreprocessorPyTorch):
+    """
+    Diffusion purification: forward noising to ``t_star``, then reverse denoising.
+
+    Samplers:
+
+    - ``"ddpm"``: forward noising to ``t_star``, then ``t_star`` stochastic DDPM reverse steps (DiffPure).
+    - ``"reverse"``: no forward noising; the reverse chain starts at ``t_star`` from the input itself.
+    - ``"ddim"``: forward noising, then deterministic DDIM reverse steps (eta = 0).
+
+    Forward noising is one-shot by default (the closed form ``sqrt(abar) x + sqrt(1 - abar) eps``,
+    as DiffPure and diffusers' ``add_noise``; its noise uses the seed of forward step ``t_star - 1``);
+    ``forward_noising="multistep"`` applies the ``t_star`` Markov steps, each with its own seed.
+
+    Timesteps use diffusers' indexing: ``t_star=100`` noises to timestep index 99 and runs the
+    reverse steps 99, ..., 0 (DiffPure's t* = 0.1 on a 1000-step model).
+    """
+
+    params = [
+        "t_star",
+        "sampler",
+        "seed",
+        "gradient",
+        "checkpoint",
+        "batch_size",
+        "clip_values",
+        "channels_first",
+        "forward_noising",
+        "ddim_steps",
+        "verbose",
+    ]
+
+    def __init__(
+        self,
+        model: "torch.nn.Module" | Callable,
+        scheduler: Any,
+        t_star: int = 100,
+        sampler: str = "ddpm",
+        seed: int | None = None,
+        gradient: str = "full",
+        checkpoint: bool = True,
+        batch_size: int = 32,
+        clip_values: tuple[float, float] = (0.0, 1.0),
+        channels_first: bool = True,
+        forward_noising: str = "one_shot",
+        ddim_steps: int | None = None,
+        device_type: str = "gpu",
+        apply_fit: bool = False,
+        apply_predict: bool = True,
+        verbose: bool = False,
+    ) -> None:
+        """
+        Create a diffusion purifier.
+
+        :param model: a diffusers ``UNet2DModel`` or any callable ``(x_t, t) -> eps`` (``t`` a long
+            tensor of shape ``(batch,)``). Models predicting a learned variance return ``2 * C`` channels.
+        :param scheduler: a diffusers ``DDPMScheduler`` (its betas, ``clip_sample`` and ``variance_type``
+            define the process).
+        :param t_star: number of diffusion steps, 1 .. ``num_train_timesteps`` (100 = DiffPure's t* = 0.1).
+        :param sampler: ``"ddpm"``, ``"reverse"`` or ``"ddim"``.
+        :param seed: ``None`` for fresh randomness on every call (from a generator this purifier owns),
+            or an int base seed ``s`` for fixed randomness xi (sample ``i``, step ``t`` seeded by
+            ``hash(s, i, 2t)`` forward and ``hash(s, i, 2t+1)`` reverse).
+        :param gradient: ``"full"`` (exact autograd through every step) or ``"bpda"`` (identity backward).
+        :param checkpoint: gradient checkpointing around each reverse step, so memory does not grow with ``t_star``.
+        :param batch_size: internal batch size; ART's ``predict`` hands the whole dataset at once.
+        :param clip_values: range of the input, mapped to the model's [-1, 1] and back.
+        :param channels_first: ``True`` for NCHW input, ``False`` for NHWC.
+        :param forward_noising: ``"one_shot"`` (default) or ``"multistep"``.
+        :param ddim_steps: number of DDIM reverse steps (default ``t_star``, i.e. stride 1).
+        :param device_type: ``"gpu"`` or ``"cpu"`` (ART convention).
+        :param apply_fit: apply during training (default ``False``).
+        :param apply_predict: apply during prediction (default ``True``).
+        :param verbose: show progress bars.
+        """
+        import torch
+
+        super().__init__(device_type=device_type, is_fitted=True, apply_fit=apply_fit, apply_predict=apply_predict)
+        self.model = model
+        self.scheduler = scheduler
+        self.t_star = t_star
+        self.sampler = sampler
+        self.seed = seed
+        self.gradient = gradient
+        self.checkpoint = checkpoint
+        self.batch_size = batch_size
+        self.clip_values = clip_values
+        self.channels_first = channels_first
+        self.forward_noising = forward_noising
+        self.ddim_steps = ddim_steps
+        self.verbose = verbose
+        self._check_params()
+
+        if isinstance(model, torch.nn.Module):
+            model.to(self.device)
+            model.eval()
+        # A generator of our own for seed=None: never draws from torch's global RNG.
+        self._fresh_generator = torch.Generator(device="cpu")
+        self._fresh_generator.manual_seed(int.from_bytes(os.urandom(8), "little") & (2**63 - 1))
+        self._context: tuple[Any, Any] | None = None  # (seeds, sample_ids) fixed by randomness()
+        self._noise_cache: OrderedDict = OrderedDict()
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_pretrained(cls, name_or_path: str, subfolder: str | None = None, **kwargs) -> "DiffusionPurifier":
+        """
+        Load UNet and scheduler through diffusers from a hub id (e.g. ``google/ddpm-cifar10-32``) or a
+        local directory in the same layout (``unet/`` or a top-level ``config.json`` plus
+        ``scheduler/`` or ``scheduler_config.json``). Keyword arguments go to the constructor.
+        """
+        from diffusers import DDPMScheduler, UNet2DModel
+
+        def load(loader, sub):
+            # google/ddpm-* keep both at the top level; pipelines keep them in subfolders.
+            try:
+                return loader.from_pretrained(name_or_path, subfolder=sub)
+            except (OSError, EnvironmentError, ValueError):
+                return loader.from_pretrained(name_or_path, subfolder=subfolder)
+
+        unet = load(UNet2DModel, "unet")
+        scheduler = load(DDPMScheduler, "scheduler")
+        return cls(unet, scheduler, **kwargs)
+
+    def save_pretrained(self, directory: str) -> None:
+        """Write ``unet/`` and ``scheduler/`` so that :meth:`from_pretrained` reads them back offline."""
+        if not hasattr(self.model, "save_pretrained"):
+            raise ValueError("save_pretrained needs a diffusers model; this purifier wraps a plain callable")
+        self.model.save_pretrained(os.path.join(directory, "unet"))
+        self.scheduler.save_pretrained(os.path.join(directory, "scheduler"))
+
+    # ------------------------------------------------------------------ randomness
+    @contextlib.contextmanager
+    def randomness(
+        self, seed: int | Sequence[int] | None, sample_ids: Sequence[int] | np.ndarray | None = None
+    ) -> Iterator["DiffusionPurifier"]:
+        """
+        Fix the randomness xi for a block of calls.
+
+        :param seed: a base seed for every row, a sequence of per-row base seeds (e.g. EOT copies),
+            or ``None`` for fresh randomness inside the block.
+        :param sample_ids: the sample index of each row of every call inside the block; ``None`` means
+            the row's position in the call.
+        """
+        previous = self._context
+        self._context = (seed, None if sample_ids is None else np.asarray(sample_ids, dtype=np.int64))
+        try:
+            yield self
+        finally:
+            self._context = previous
+
+    def _row_randomness(self, n: int, seed: Any, sample_ids: Any) -> tuple[list[int], list[int]] | None:
+        """Per-row (seeds, ids) for a call of ``n`` rows, or ``None`` for fresh randomness."""
+        # Explicit arguments first, then the randomness() context, then the constructor's seed.
+        context_seed, context_ids = self._context if self._context is not None else (self.seed, None)
+        seed = context_seed if seed is None else seed
+        sample_ids = context_ids if sample_ids is None else sample_ids
+        if seed is None:
+            return None
+        ids = np.arange(n) if sample_ids is None else np.asarray(sample_ids, dtype=np.int64).reshape(-1)
+        seeds = np.full(n, seed, dtype=np.int64) if np.ndim(seed) == 0 else np.asarray(seed, dtype=np.int64).reshape(-1)
+        if len(ids) != n or len(seeds) != n:
+            raise ValueError(f"Got {len(seeds)} seeds and {len(ids)} sample_ids for a batch of {n} samples")
+        return seeds.tolist(), ids.tolist()
+
+    def _noise(self, rows: tuple[list[int], list[int]] | None, n: int, steps: list[int], shape, reverse: bool):
+        """Noise ``(len(steps), n, *shape)``; aligned noise is cached since it does not depend on x."""
+        import torch
+
+        if rows is None:
+            return torch.randn((len(steps), n, *shape), generator=self._fresh_generator)
+        key = (tuple(rows[0]), tuple(rows[1]), tuple(steps), tuple(shape), reverse)
+        if key in self._noise_cache:
+            self._noise_cache.move_to_end(key)
+            return self._noise_cache[key]
+        noise = aligned_noise(rows[0], rows[1], steps, shape, reverse)
+        self._noise_cache[key] = noise
+        while len(self._noise_cache) > 8:  # an attack revisits the same few batches
+            self._noise_cache.popitem(last=False)
+        return noise
+
+    # ------------------------------------------------------------------ public API
+    def purify(
+        self,
+        x: np.ndarray | "torch.Tensor",
+        seed: int | Sequence[int] | None = None,
+        sample_ids: Sequence[int] | np.ndarray | None = None,
+        return_trajectory: bool = False,
+    ):
+        """
+        Purify ``x`` (numpy or torch in, same type, shape and dtype out).
+
+        :param seed: base seed (or per-row seeds); ``None`` uses the ``randomness`` context, else the
+            purifier's own ``seed`` (``None`` there means fresh randomness).
+        :param sample_ids: sample index per row (default: the ``randomness`` context, else positions 0..n-1).
+        :param return_trajectory: also return the states along the chain, shape ``(T, n, ...)`` in
+            input space: the input, the forward-noised state(s), then the state after each reverse step.
+        """
+        import torch
+
+        is_numpy = isinstance(x, np.ndarray)
+        x_t = torch.from_numpy(np.array(x, copy=True)) if is_numpy else x
+        if is_numpy:
+            x_t = x_t.to(self.device)
+        with torch.no_grad():
+            out, trajectory = self._purify_tensor(x_t, seed, sample_ids, return_trajectory)
+        if is_numpy:
+            out = out.cpu().numpy()
+            trajectory = None if trajectory is None else trajectory.cpu().numpy()
+        return (out, trajectory) if return_trajectory else out
+
+    def forward(self, x: "torch.Tensor", y: Any | None = None) -> tuple["torch.Tensor", Any | None]:
+        """
+        Purify a batch inside ART's PyTorch preprocessing chain (differentiable when ``gradient="full"``).
+        """
+        import torch
+
+        if self.gradient == "bpda":
+            # ART never calls estimate_forward on the PyTorch path (ART issue 1526): straight-through here.
+            with torch.no_grad():
+                purified, _ = self._purify_tensor(x.detach(), None, None, False)
+            return x + (purified - x).detach(), y
+        purified, _ = self._purify_tensor(x, None, None, False)
+        return purified, y
+
+    def estimate_forward(self, x: "torch.Tensor", y: Any | None = None) -> "torch.Tensor":
+        """Identity (BPDA) estimate; see :meth:`forward` for the mode ART actually uses."""
+        return x
+
+    # ------------------------------------------------------------------ the chain
+    def _purify_tensor(self, x: "torch.Tensor", seed, sample_ids, return_trajectory: bool):
+        import torch
+
+        self._validate_input(x)
+        n = x.shape[0]
+        rows = self._row_randomness(n, seed, sample_ids)
+        model_dtype = self._model_dtype(x)
+        lo, hi = self.clip_values
+        z = x if self.channels_first else x.permute(0, 3, 1, 2)
+        z = (z.to(device=self.device, dtype=model_dtype) - lo) * (2.0 / (hi - lo)) - 1.0
+
+        outs, trajs = [], []
+        starts = range(0, n, self.batch_size)
+        for start in tqdm(starts, desc="Purifying", disable=not self.verbose or len(starts) < 2):
+            stop = min(start + self.batch_size, n)
+            sub = None if rows is None else (rows[0][start:stop], rows[1][start:stop])
+            out, traj = self._chain(z[start:stop], sub, return_trajectory)
+            outs.append(out)
+            trajs.append(traj)
+        out = torch.cat(outs) if len(outs) > 1 else outs[0]
+
+        def to_input_space(v):
+            v = (v.clamp(-1.0, 1.0) + 1.0) * ((hi - lo) / 2.0) + lo
+            v = v if self.channels_first else v.movedim(-3, -1)
+            return v.to(device=x.device, dtype=x.dtype)
+
+        trajectory = None
+        if return_trajectory:
+            trajectory = to_input_space(torch.cat(trajs, dim=1) if len(trajs) > 1 else trajs[0])
+        return to_input_space(out), trajectory
+
+    def _chain(self, z: "torch.Tensor", rows, return_trajectory: bool):
+        """Purify one internal batch ``z`` in model space [-1, 1]."""
+        import torch
+
+        shape = tuple(z.shape[1:])
+        sched = self.scheduler
+        t_top = self.t_star - 1
+        trajectory = [z] if return_trajectory else None
+
+        # 1. Forward noising (the noise tensor is built once per batch and cached when aligned).
+        if self.sampler == "reverse":
+            x_t = z
+        elif self.forward_noising == "one_shot":
+            eps = self._noise(rows, z.shape[0], [t_top], shape, reverse=False)[0].to(z.device, z.dtype)
+            x_t = sched.add_noise(z, eps, torch.full((z.shape[0],), t_top, dtype=torch.long, device=z.device))
+        else:
+            eps = self._noise(rows, z.shape[0], list(range(self.t_star)), shape, reverse=False).to(z.device, z.dtype)
+            x_t = z
+            for t in range(self.t_star):
+                beta = float(sched.betas[t])
+                x_t = math.sqrt(1.0 - beta) * x_t + math.sqrt(beta) * eps[t]
+                if return_trajectory:
+                    trajectory.append(x_t)
+        if return_trajectory and self.forward_noising == "one_shot" and self.sampler != "reverse":
+            trajectory.append(x_t)
+
+        # 2. Reverse chain.
+        steps = self._reverse_timesteps()
+        if self.sampler == "ddim":
+            noise = None
+        else:
+            noise = self._noise(rows, z.shape[0], steps, shape, reverse=True).to(z.device, z.dtype)
+        for k in tqdm(range(len(steps)), desc="Reverse steps", disable=not self.verbose, leave=False):
+            step_noise = None if noise is None else noise[k]
+            if self.checkpoint and torch.is_grad_enabled() and x_t.requires_grad:
+                from torch.utils.checkpoint import checkpoint
+
+                # No RNG inside the checkpointed region: the noise is an input, so recomputation is exact.
+                x_t = checkpoint(self._reverse_step, x_t, steps[k], step_noise, use_reentrant=False,
+                                 preserve_rng_state=False)
+            else:
+                x_t = self._reverse_step(x_t, steps[k], step_noise)
+            if return_trajectory:
+                trajectory.append(x_t)
+        return x_t, (torch.stack(trajectory) if return_trajectory else None)
+
+    def _reverse_timesteps(self) -> list[int]:
+        if self.sampler != "ddim":
+            return list(range(self.t_star - 1, -1, -1))
+        stride = self._ddim_stride()
+        return list(range(self.t_star - 1, -1, -stride))
+
+    def _ddim_stride(self) -> int:
+        n = self.ddim_steps or self.t_star
+        return max(1, math.ceil(self.t_star / n))
+
+    def _eps(self, x_t: "torch.Tensor", t: int) -> "torch.Tensor":
+        import torch
+
+        t_vec = torch.full((x_t.shape[0],), t, dtype=torch.long, device=x_t.device)
+        out = self.model(x_t, t_vec)
+        return out.sample if hasattr(out, "sample") else out
+
+    def _reverse_step(self, x_t: "torch.Tensor", t: int, noise: "torch.Tensor" | None) -> "torch.Tensor":
+        """One reverse step ``t -> t-1`` (DDPM) or ``t -> t-stride`` (DDIM), noise given explicitly."""
+        model_output = self._eps(x_t, t)
+        if self.sampler == "ddim":
+            ddim = self._ddim_scheduler()
+            eps = model_output[:, : x_t.shape[1]]  # learned-variance models: DDIM uses eps only
+            return ddim.step(eps, t, x_t, eta=0.0).prev_sample
+        return ddpm_step(self.scheduler, model_output, t, x_t, noise)
+
+    def _ddim_scheduler(self):
+        key = (id(self.scheduler), self._ddim_stride())
+        cached = getattr(self, "_ddim_cache", None)
+        if cached is None or cached[0] != key:
+            from diffusers import DDIMScheduler
+
+            ddim = DDIMScheduler.from_config(self.scheduler.config)
+            # set_timesteps(n) makes step() go from t to t - num_train_timesteps // n.
+            ddim.set_timesteps(ddim.config.num_train_timesteps // self._ddim_stride())
+            self._ddim_cache = (key, ddim)
+        return self._ddim_cache[1]
+
+    # ------------------------------------------------------------------ checks
+    def _model_dtype(self, x: "torch.Tensor"):
+        import torch
+
+        if isinstance(self.model, torch.nn.Module):
+            for p in self.model.parameters():
+                return p.dtype
+        return x.dtype
+
+    def _validate_input(self, x: "torch.Tensor") -> None:
+        import torch
+
+        if not isinstance(x, torch.Tensor):
+            raise ValueError(f"Expected a numpy array or torch tensor, got {type(x).__name__}")
+        if x.ndim != 4:
+            layout = "NCHW" if self.channels_first else "NHWC"
+            raise ValueError(f"Expected a 4-D {layout} batch, got shape {tuple(x.shape)} (rank {x.ndim})")
+        if not x.is_floating_point():
+            raise ValueError(f"Expected a floating-point input, got dtype {x.dtype}")
+        if x.shape[0] == 0:
+            raise ValueError("Got an empty batch")
+        channels = x.shape[1] if self.channels_first else x.shape[3]
+        spatial = tuple(x.shape[2:]) if self.channels_first else tuple(x.shape[1:3])
+        config = getattr(self.model, "config", None)
+        expected_c = getattr(config, "in_channels", None)
+        if expected_c is not None and channels != expected_c:
+            raise ValueError(f"The model takes {expected_c} channels, the input has {channels} (shape {tuple(x.shape)}, "
+                             f"channels_first={self.channels_first})")
+        size = getattr(config, "sample_size", None)
+        if size is not None:
+            size = (size, size) if isinstance(size, int) else tuple(size)
+            if spatial != size:
+                raise ValueError(f"The model takes {size[0]}x{size[1]} images, the input is {spatial[0]}x{spatial[1]}")
+        if not bool(torch.isfinite(x.detach()).all()):
+            raise ValueError("The input contains NaN or inf values")
+        lo, hi = self.clip_values
+        tol = 1e-5 * (hi - lo)
+        x_min, x_max = float(x.detach().min()), float(x.detach().max())
+        if x_min < lo - tol or x_max > hi + tol:
+            raise ValueError(f"Input values [{x_min:.4g}, {x_max:.4g}] lie outside clip_values {self.clip_values}")
+
+    def _check_params(self) -> None:
+        num_train = getattr(getattr(self.scheduler, "config", None), "num_train_timesteps", None)
+        if num_train is None or not hasattr(self.scheduler, "alphas_cumprod"):
+            raise ValueError("scheduler must be a diffusers DDPMScheduler-like object with a config and alphas_cumprod")
+        if isinstance(self.t_star, bool) or not isinstance(self.t_star, (int, np.integer)) or not 1 <= self.t_star <= num_train:
+            raise ValueError(f"t_star must be an int in [1, {num_train}], got {self.t_star!r}")
+        if self.sampler not in SAMPLERS:
+            raise ValueError(f"Unknown sampler {self.sampler!r}; expected one of {SAMPLERS}")
+        if self.gradient not in GRADIENTS:
+            raise ValueError(f"Unknown gradient mode {self.gradient!r}; expected one of {GRADIENTS}")
+        if self.forward_noising not in FORWARD_NOISING:
+            raise ValueError(f"Unknown forward_noising {self.forward_noising!r}; expected one of {FORWARD_NOISING}")
+        if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)) or self.seed < 0):
+            raise ValueError(f"seed must be None or a non-negative int, got {self.seed!r}")
+        if not isinstance(self.batch_size, (int, np.integer)) or self.batch_size < 1:
+            raise ValueError(f"batch_size must be a positive int, got {self.batch_size!r}")
+        if len(self.clip_values) != 2 or not self.clip_values[0] < self.clip_values[1]:
+            raise ValueError(f"clip_values must be (min, max) with min < max, got {self.clip_values!r}")
+        if self.ddim_steps is not None and (not isinstance(self.ddim_steps, (int, np.integer)) or not 1 <= self.ddim_steps <= self.t_star):
+            raise ValueError(f"ddim_steps must be None or an int in [1, t_star={self.t_star}], got {self.ddim_steps!r}")
+        prediction = getattr(self.scheduler.config, "prediction_type", "epsilon")
+        if prediction != "epsilon":
+            raise ValueError(f"Only epsilon-prediction models are supported, the scheduler says {prediction!r}")
+        if not callable(self.model):
+            raise ValueError("model must be a torch module or a callable (x_t, t) -> eps")
+
+
+def ddpm_step(scheduler: Any, model_output: "torch.Tensor", t: int, sample: "torch.Tensor",
+              noise: "torch.Tensor" | None) -> "torch.Tensor":
+    """
+    The DDPM posterior step ``x_t -> x_{t-1}`` of diffusers' ``DDPMScheduler.step`` with the noise
+    given explicitly instead of drawn from a generator (so it can be seeded, cached and
+    checkpointed). Variances, including learned ones (``2 * C`` output channels with
+    ``variance_type="learned_range"``), come from the scheduler's own ``_get_variance``.
+    """
+    import torch
+
+    config = scheduler.config
+    predicted_variance = None
+    if model_output.shape[1] == 2 * sample.shape[1] and config.variance_type in ("learned", "learned_range"):
+        model_output, predicted_variance = torch.split(model_output, sample.shape[1], dim=1)
+    elif model_output.shape[1] != sample.shape[1]:
+        raise ValueError(f"Model output has {model_output.shape[1]} channels for a {sample.shape[1]}-channel sample "
+                         f"(variance_type={config.variance_type!r})")
+    acp = scheduler.alphas_cumprod
+    alpha_prod_t = float(acp[t])
+    alpha_prod_prev = float(acp[t - 1]) if t > 0 else 1.0
+    beta_prod_t, beta_prod_prev = 1.0 - alpha_prod_t, 1.0 - alpha_prod_prev
+    current_alpha = alpha_prod_t / alpha_prod_prev
+    current_beta = 1.0 - current_alpha
+
+    pred_x0 = (sample - math.sqrt(beta_prod_t) * model_output) / math.sqrt(alpha_prod_t)
+    if getattr(config, "thresholding", False):
+        pred_x0 = scheduler._threshold_sample(pred_x0)
+    elif config.clip_sample:
+        pred_x0 = pred_x0.clamp(-config.clip_sample_range, config.clip_sample_range)
+    prev = (math.sqrt(alpha_prod_prev) * current_beta / beta_prod_t) * pred_x0 \
+        + (math.sqrt(current_alpha) * beta_prod_prev / beta_prod_t) * sample
+    if t == 0:
+        return prev
+    variance = scheduler._get_variance(t, predicted_variance=predicted_variance)
+    if config.variance_type in ("fixed_small_log",):
+        std = variance
+    elif config.variance_type == "learned_range":
+        std = torch.exp(0.5 * variance)
+    else:
+        std = variance**0.5
+    if isinstance(std, torch.Tensor) and std.ndim == 0:
+        std = float(std)
+    return prev + std * noise
