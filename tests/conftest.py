@@ -1,0 +1,76 @@
+"""Shared fixtures: tiny randomly initialised diffusion models and classifiers for 1x8x8 inputs."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+
+
+def tiny_unet(seed: int = 0, channels: int = 1, size: int = 8, out_channels: int | None = None):
+    """A ~40k-parameter diffusers UNet2DModel, deterministic in ``seed``."""
+    from diffusers import UNet2DModel
+
+    gen_state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    unet = UNet2DModel(
+        sample_size=size, in_channels=channels, out_channels=out_channels or channels,
+        block_out_channels=(8, 16), layers_per_block=1,
+        down_block_types=("DownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "UpBlock2D"),
+        norm_num_groups=4,
+    )
+    torch.random.set_rng_state(gen_state)
+    return unet.eval()
+
+
+def tiny_scheduler(**kwargs):
+    from diffusers import DDPMScheduler
+
+    config = dict(num_train_timesteps=1000, beta_schedule="linear", variance_type="fixed_large", clip_sample=True)
+    config.update(kwargs)
+    return DDPMScheduler(**config)
+
+
+class TinyCNN(torch.nn.Module):
+    """A small classifier for 1x8x8 images in [0, 1]."""
+
+    def __init__(self, channels: int = 1, classes: int = 10):
+        super().__init__()
+        self.net = torch.nn.Sequential(
+            torch.nn.Conv2d(channels, 8, 3, padding=1), torch.nn.Tanh(),
+            torch.nn.Flatten(), torch.nn.Linear(8 * 64, classes),
+        )
+
+    def forward(self, x):
+        return self.net(x)
+
+
+def tiny_classifier(seed: int = 0, channels: int = 1) -> torch.nn.Module:
+    gen_state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    model = TinyCNN(channels).eval()
+    torch.random.set_rng_state(gen_state)
+    return model
+
+
+def make_purifier(t_star: int = 10, sampler: str = "ddpm", seed: int | None = 0, **kwargs):
+    from art_diffpure import DiffusionPurifier
+
+    kwargs.setdefault("device_type", "cpu")
+    return DiffusionPurifier(tiny_unet(), tiny_scheduler(), t_star=t_star, sampler=sampler, seed=seed, **kwargs)
+
+
+def art_classifier(model: torch.nn.Module, purifier=None, nb_classes: int = 10, input_shape=(1, 8, 8)):
+    from art.estimators.classification import PyTorchClassifier
+
+    return PyTorchClassifier(
+        model=model, loss=torch.nn.CrossEntropyLoss(), input_shape=input_shape, nb_classes=nb_classes,
+        clip_values=(0.0, 1.0), preprocessing_defences=[purifier] if purifier is not None else None,
+        device_type="cpu",
+    )
+
+
+@pytest.fixture
+def images() -> np.ndarray:
+    return np.random.RandomState(0).rand(6, 1, 8, 8).astype(np.float32)
