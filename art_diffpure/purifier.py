@@ -131,8 +131,8 @@ class DiffusionPurifier(PreprocessorPyTorch):
         self._check_params()
 
         if isinstance(model, torch.nn.Module):
-            model.to(self.device)
-            model.eval()
+            # Attacks need input gradients only: frozen weights save the parameter-gradient work.
+            model.to(self.device).eval().requires_grad_(False)
         # A generator of our own for seed=None: never draws from torch's global RNG.
         self._fresh_generator = torch.Generator(device="cpu")
         self._fresh_generator.manual_seed(int.from_bytes(os.urandom(8), "little") & (2**63 - 1))
@@ -466,20 +466,23 @@ def ddpm_step(scheduler: Any, model_output: "torch.Tensor", t: int, sample: "tor
     elif model_output.shape[1] != sample.shape[1]:
         raise ValueError(f"Model output has {model_output.shape[1]} channels for a {sample.shape[1]}-channel sample "
                          f"(variance_type={config.variance_type!r})")
+    # Coefficients in the scheduler's own precision (float32), exactly as diffusers computes them.
     acp = scheduler.alphas_cumprod
-    alpha_prod_t = float(acp[t])
-    alpha_prod_prev = float(acp[t - 1]) if t > 0 else 1.0
-    beta_prod_t, beta_prod_prev = 1.0 - alpha_prod_t, 1.0 - alpha_prod_prev
+    alpha_prod_t = acp[t]
+    alpha_prod_prev = acp[t - 1] if t > 0 else torch.tensor(1.0)
+    beta_prod_t, beta_prod_prev = 1 - alpha_prod_t, 1 - alpha_prod_prev
     current_alpha = alpha_prod_t / alpha_prod_prev
-    current_beta = 1.0 - current_alpha
+    current_beta = 1 - current_alpha
+    sqrt_beta_t, sqrt_alpha_t = float(beta_prod_t**0.5), float(alpha_prod_t**0.5)
+    c_x0 = float(alpha_prod_prev**0.5 * current_beta / beta_prod_t)
+    c_xt = float(current_alpha**0.5 * beta_prod_prev / beta_prod_t)
 
-    pred_x0 = (sample - math.sqrt(beta_prod_t) * model_output) / math.sqrt(alpha_prod_t)
+    pred_x0 = (sample - sqrt_beta_t * model_output) / sqrt_alpha_t
     if getattr(config, "thresholding", False):
         pred_x0 = scheduler._threshold_sample(pred_x0)
     elif config.clip_sample:
         pred_x0 = pred_x0.clamp(-config.clip_sample_range, config.clip_sample_range)
-    prev = (math.sqrt(alpha_prod_prev) * current_beta / beta_prod_t) * pred_x0 \
-        + (math.sqrt(current_alpha) * beta_prod_prev / beta_prod_t) * sample
+    prev = c_x0 * pred_x0 + c_xt * sample
     if t == 0:
         return prev
     variance = scheduler._get_variance(t, predicted_variance=predicted_variance)

@@ -1,0 +1,315 @@
+"""DiffusionPurifier: seed alignment, determinism, gradients, ART integration, input checks."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from conftest import art_classifier, make_purifier, tiny_classifier, tiny_scheduler, tiny_unet
+
+from art_diffpure import DiffusionPurifier
+from art_diffpure.noise import aligned_noise, seed_hash, step_seed
+from art_diffpure.purifier import ddpm_step
+
+SAMPLERS = ["ddpm", "reverse", "ddim"]
+# The UNet is not bitwise batch-invariant (different conv/GEMM blockings per batch size).
+BATCH_TOL = 1e-5
+
+
+# ---------------------------------------------------------------------------- seed hash
+def test_hash_matches_formula_table():
+    p_s, p_i, p_t = 83492791, 73856093, 19349663
+    for s, i, t in [(0, 0, 0), (1, 0, 0), (0, 1, 0), (0, 0, 1), (2, 999, 199), (123456, 7, 3), (2**31, 2**20, 1999)]:
+        expected = ((p_s * s) ^ (p_i * i) ^ (p_t * t)) % 2**32
+        assert seed_hash(s, i, t) == expected
+    # A few values written out by hand: hash(1, 2, 3) = (83492791) ^ (147712186) ^ (58048989) mod 2**32
+    assert seed_hash(1, 2, 3) == (83492791 ^ 147712186 ^ 58048989) % 2**32
+    assert step_seed(1, 2, 3, reverse=False) == seed_hash(1, 2, 6)
+    assert step_seed(1, 2, 3, reverse=True) == seed_hash(1, 2, 7)
+
+
+def test_aligned_noise_is_per_sample_generator():
+    noise = aligned_noise([5, 5], [3, 9], [0, 4], (1, 2, 2), reverse=True)
+    g = torch.Generator().manual_seed(step_seed(5, 9, 4, reverse=True))
+    assert torch.equal(noise[1, 1], torch.randn((1, 1, 2, 2), generator=g)[0])
+    assert noise.shape == (2, 2, 1, 2, 2)
+
+
+# ---------------------------------------------------------------------------- determinism
+@pytest.mark.parametrize("sampler", SAMPLERS)
+def test_same_seed_bit_identical_and_batch_invariant(sampler, images):
+    purifier = make_purifier(sampler=sampler, seed=7)
+    a = purifier.purify(images)
+    assert np.array_equal(a, purifier.purify(images))  # same batch: bit-identical
+    order = np.array([4, 1, 5, 0, 3, 2])
+    shuffled = purifier.purify(images[order], sample_ids=order)
+    np.testing.assert_allclose(shuffled, a[order], atol=BATCH_TOL, rtol=0)
+    single = purifier.purify(images[2:3], sample_ids=[2])
+    np.testing.assert_allclose(single, a[2:3], atol=BATCH_TOL, rtol=0)
+    # internal batching does not change anything either
+    small_batches = make_purifier(sampler=sampler, seed=7, batch_size=4).purify(images)
+    np.testing.assert_allclose(small_batches, a, atol=BATCH_TOL, rtol=0)
+
+
+@pytest.mark.parametrize("sampler", SAMPLERS)
+def test_different_seeds_differ(sampler, images):
+    purifier = make_purifier(sampler=sampler, seed=0)
+    a, b = purifier.purify(images, seed=0), purifier.purify(images, seed=1)
+    assert np.abs(a - b).max() > 1e-3
+    # sample id selects xi too: the same image as sample 0 and as sample 1 differs
+    same = np.repeat(images[:1], 2, axis=0)
+    out = purifier.purify(same)
+    assert np.abs(out[0] - out[1]).max() > 1e-3
+
+
+def test_fresh_randomness_and_global_rng_untouched(images):
+    purifier = make_purifier(seed=None)
+    torch.manual_seed(1234)
+    np.random.seed(99)
+    torch_state, np_state = torch.random.get_rng_state(), np.random.get_state()
+    a, b = purifier.purify(images), purifier.purify(images)
+    assert np.abs(a - b).max() > 1e-3
+    x = torch.tensor(images, requires_grad=True)
+    purifier.forward(x)[0].sum().backward()
+    assert torch.equal(torch.random.get_rng_state(), torch_state)
+    assert all(np.array_equal(u, v) if isinstance(u, np.ndarray) else u == v
+               for u, v in zip(np.random.get_state(), np_state))
+
+
+def test_randomness_context_fixes_seed_and_ids(images):
+    purifier = make_purifier(seed=None)
+    ids = [10, 11, 12, 13, 14, 15]
+    with purifier.randomness(3, ids):
+        a = purifier.forward(torch.tensor(images))[0].numpy()
+        b = purifier.purify(images)
+    assert np.array_equal(a, b)
+    np.testing.assert_array_equal(a, purifier.purify(images, seed=3, sample_ids=ids))
+    # per-row seeds (e.g. EOT copies)
+    with purifier.randomness([3, 3, 4, 4, 5, 5], ids):
+        c = purifier.purify(images)
+    np.testing.assert_array_equal(c[:2], a[:2])
+    assert np.abs(c[2:] - a[2:]).max() > 1e-3
+
+
+def test_multistep_forward_uses_per_step_seeds():
+    purifier = make_purifier(t_star=3, seed=2, forward_noising="multistep")
+    x = np.full((1, 1, 8, 8), 0.5, dtype=np.float32)
+    _, traj = purifier.purify(x, return_trajectory=True)
+    # traj: input, 3 forward states, 3 reverse states
+    assert traj.shape[0] == 1 + 3 + 3
+    z = torch.zeros(1, 1, 8, 8)  # x=0.5 maps to 0 in model space
+    betas = tiny_scheduler().betas
+    for t in range(3):
+        g = torch.Generator().manual_seed(step_seed(2, 0, t, reverse=False))
+        z = (1 - betas[t]).sqrt() * z + betas[t].sqrt() * torch.randn((1, 1, 8, 8), generator=g)
+    expected = ((z.clamp(-1, 1) + 1) / 2).numpy()
+    np.testing.assert_allclose(traj[3], expected, atol=1e-6)
+
+
+def test_ddpm_step_matches_diffusers_step():
+    sched = tiny_scheduler()
+    sample = torch.randn(3, 1, 8, 8)
+    out = torch.randn(3, 1, 8, 8)
+    for t in [0, 1, 50, 999]:
+        gens = [torch.Generator().manual_seed(100 + k) for k in range(3)]
+        ref = sched.step(out, t, sample, generator=gens).prev_sample
+        noise = torch.stack([torch.randn((1, 1, 8, 8), generator=torch.Generator().manual_seed(100 + k))[0]
+                             for k in range(3)])
+        torch.testing.assert_close(ddpm_step(sched, out, t, sample, noise), ref, atol=1e-6, rtol=1e-6)
+
+
+# ---------------------------------------------------------------------------- gradients
+def _loss_fn(purifier, classifier, y):
+    def loss(x):
+        return torch.nn.functional.cross_entropy(classifier(purifier.forward(x)[0]), y, reduction="sum")
+    return loss
+
+
+@pytest.mark.parametrize("sampler", SAMPLERS)
+def test_full_gradient_matches_finite_differences(sampler):
+    purifier = DiffusionPurifier(tiny_unet().double(), tiny_scheduler(), t_star=4, sampler=sampler, seed=1,
+                                 device_type="cpu")
+    classifier = tiny_classifier().double()
+    rng = np.random.RandomState(1)
+    x0 = torch.tensor(rng.uniform(0.2, 0.8, (2, 1, 8, 8)))
+    y = torch.tensor([3, 7])
+    loss = _loss_fn(purifier, classifier, y)
+    x = x0.clone().requires_grad_(True)
+    loss(x).backward()
+    grad = x.grad
+    h = 1e-6
+    for _ in range(3):
+        v = torch.tensor(rng.randn(2, 1, 8, 8))
+        with torch.no_grad():
+            fd = (loss(x0 + h * v) - loss(x0 - h * v)) / (2 * h)
+        analytic = (grad * v).sum()
+        assert abs(float(analytic - fd)) / max(abs(float(fd)), 1e-12) < 1e-4, (float(analytic), float(fd))
+
+
+@pytest.mark.parametrize("sampler", SAMPLERS)
+def test_checkpointing_gives_same_gradient(sampler, images):
+    classifier = tiny_classifier()
+    y = torch.tensor([0, 1, 2, 3, 4, 5])
+    grads = []
+    for ckpt in (True, False):
+        purifier = make_purifier(t_star=6, sampler=sampler, seed=4, checkpoint=ckpt)
+        x = torch.tensor(images, requires_grad=True)
+        _loss_fn(purifier, classifier, y)(x).backward()
+        grads.append(x.grad)
+    assert grads[0].abs().sum() > 0
+    torch.testing.assert_close(grads[0], grads[1], atol=1e-6, rtol=1e-5)
+
+
+def test_bpda_gradient_is_classifier_gradient_at_purified_point(images):
+    purifier = make_purifier(t_star=6, seed=4, gradient="bpda")
+    classifier = tiny_classifier()
+    y = torch.tensor([0, 1, 2, 3, 4, 5])
+    x = torch.tensor(images, requires_grad=True)
+    _loss_fn(purifier, classifier, y)(x).backward()
+    purified = torch.tensor(purifier.purify(images), requires_grad=True)
+    torch.nn.functional.cross_entropy(classifier(purified), y, reduction="sum").backward()
+    torch.testing.assert_close(x.grad, purified.grad)
+
+
+# ---------------------------------------------------------------------------- ART
+def test_art_pgd_end_to_end(images):
+    from art.attacks.evasion import ProjectedGradientDescent
+
+    purifier = make_purifier(t_star=5, seed=0)
+    classifier = art_classifier(tiny_classifier(), purifier)
+    preds = classifier.predict(images)
+    assert preds.shape == (6, 10)
+    eps = 0.1
+    attack = ProjectedGradientDescent(classifier, norm=np.inf, eps=eps, eps_step=0.02, max_iter=5, verbose=False)
+    y = preds.argmax(1)
+    x_adv = attack.generate(images, y=y)
+    assert x_adv.shape == images.shape and x_adv.dtype == images.dtype
+    assert np.abs(x_adv - images).max() <= eps + 1e-6
+    assert x_adv.min() >= 0 and x_adv.max() <= 1
+    assert np.abs(x_adv - images).max() > 0
+    # under fixed randomness the loss must not decrease: PGD really followed the purified gradient
+    loss = torch.nn.CrossEntropyLoss(reduction="none")
+    def total(x):
+        return float(loss(torch.tensor(classifier.predict(x)), torch.tensor(y)).sum())
+    assert total(x_adv) > total(images)
+
+
+def test_predict_batches_internally(images):
+    purifier = make_purifier(t_star=3, seed=0, batch_size=2)
+    classifier = art_classifier(tiny_classifier(), purifier)
+    full = classifier.predict(images, batch_size=128)
+    np.testing.assert_allclose(full, art_classifier(tiny_classifier(), make_purifier(t_star=3, seed=0))
+                               .predict(images), atol=1e-5)
+
+
+# ---------------------------------------------------------------------------- I/O contract
+def test_input_not_modified_and_types_preserved(images):
+    purifier = make_purifier(t_star=3, seed=0)
+    before = images.copy()
+    out = purifier.purify(images)
+    assert np.array_equal(images, before)
+    assert isinstance(out, np.ndarray) and out.shape == images.shape and out.dtype == images.dtype
+    x64 = torch.tensor(images, dtype=torch.float64)
+    x64_before = x64.clone()
+    out_t = purifier.purify(x64)
+    assert isinstance(out_t, torch.Tensor) and out_t.dtype == torch.float64 and out_t.shape == x64.shape
+    assert torch.equal(x64, x64_before)
+    assert 0 <= out.min() and out.max() <= 1
+
+
+def test_channels_last_and_clip_values(images):
+    nchw = make_purifier(t_star=3, seed=0).purify(images)
+    nhwc = make_purifier(t_star=3, seed=0, channels_first=False).purify(images.transpose(0, 2, 3, 1))
+    np.testing.assert_array_equal(nhwc.transpose(0, 3, 1, 2), nchw)
+    scaled = make_purifier(t_star=3, seed=0, clip_values=(0.0, 255.0)).purify(images * 255.0)
+    np.testing.assert_allclose(scaled / 255.0, nchw, atol=1e-5)
+
+
+@pytest.mark.parametrize("bad, message", [
+    (np.zeros((1, 8, 8), np.float32), "rank"),
+    (np.zeros((1, 3, 8, 8), np.float32), "channels"),
+    (np.zeros((1, 1, 16, 16), np.float32), "8x8"),
+    (np.zeros((1, 1, 8, 8), np.int64), "floating"),
+    (np.full((1, 1, 8, 8), np.nan, np.float32), "NaN"),
+    (np.full((1, 1, 8, 8), np.inf, np.float32), "NaN or inf"),
+    (np.full((1, 1, 8, 8), 1.5, np.float32), "clip_values"),
+    (np.full((1, 1, 8, 8), -0.5, np.float32), "clip_values"),
+])
+def test_bad_inputs_raise(bad, message):
+    with pytest.raises(ValueError, match=message):
+        make_purifier(t_star=2).purify(bad)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(t_star=0), "t_star"),
+    (dict(t_star=1001), "t_star"),
+    (dict(t_star=2.5), "t_star"),
+    (dict(sampler="euler"), "sampler"),
+    (dict(gradient="spsa"), "gradient"),
+    (dict(forward_noising="sde"), "forward_noising"),
+    (dict(batch_size=0), "batch_size"),
+    (dict(clip_values=(1.0, 0.0)), "clip_values"),
+    (dict(seed=-1), "seed"),
+])
+def test_bad_parameters_raise(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        make_purifier(**kwargs)
+
+
+def test_wrong_number_of_sample_ids_raises(images):
+    with pytest.raises(ValueError, match="sample_ids"):
+        make_purifier(t_star=2).purify(images, sample_ids=[0, 1])
+
+
+# ---------------------------------------------------------------------------- persistence
+def test_save_and_from_pretrained_round_trip(tmp_path, images, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    purifier = make_purifier(t_star=5, seed=3)
+    purifier.save_pretrained(str(tmp_path / "purifier"))
+    loaded = DiffusionPurifier.from_pretrained(str(tmp_path / "purifier"), t_star=5, seed=3, device_type="cpu")
+    np.testing.assert_array_equal(loaded.purify(images), purifier.purify(images))
+    assert loaded.scheduler.config.variance_type == "fixed_large"
+
+
+def test_robustbench_helper_loads_local_checkpoint(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    from art_diffpure.zoo import import_robustbench, robustbench_art_classifier
+
+    import_robustbench()
+    from robustbench.model_zoo.cifar10 import cifar_10_models
+    from robustbench.model_zoo.enums import ThreatModel
+
+    # The paper's classifier: RobustBench's 'Standard' WideResNet-28-10, random weights saved in its layout.
+    name = "Standard"
+    torch.manual_seed(0)
+    reference = cifar_10_models[ThreatModel.Linf][name]["model"]().eval()
+    (tmp_path / "cifar10" / "Linf").mkdir(parents=True)
+    torch.save({"state_dict": reference.state_dict()}, tmp_path / "cifar10" / "Linf" / f"{name}.pt")
+    classifier = robustbench_art_classifier(name, model_dir=str(tmp_path), device_type="cpu")
+    x = np.random.RandomState(0).rand(2, 3, 32, 32).astype(np.float32)
+    with torch.no_grad():
+        expected = reference(torch.tensor(x)).numpy()
+    np.testing.assert_allclose(classifier.predict(x), expected, atol=1e-5)
+
+
+def test_robustbench_missing_checkpoint_is_clear(tmp_path):
+    from art_diffpure.zoo import load_robustbench_model
+
+    with pytest.raises(FileNotFoundError, match="Standard.pt"):
+        load_robustbench_model("Standard", model_dir=str(tmp_path))
+
+
+# ---------------------------------------------------------------------------- GPU
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("sampler", SAMPLERS)
+def test_cuda_matches_cpu(sampler, images):
+    # Same seed: the noise is drawn on the CPU, so only kernels differ (tolerance 1e-4).
+    cpu = make_purifier(t_star=10, sampler=sampler, seed=5).purify(images)
+    gpu_purifier = DiffusionPurifier(tiny_unet(), tiny_scheduler(), t_star=10, sampler=sampler, seed=5,
+                                     device_type="gpu")
+    out = gpu_purifier.purify(torch.tensor(images, device="cuda"))
+    assert out.device.type == "cuda"
+    np.testing.assert_allclose(out.cpu().numpy(), cpu, atol=1e-4)
+    classifier = art_classifier(tiny_classifier(), gpu_purifier)
+    classifier._device = torch.device("cuda")
+    assert classifier.predict(images).shape == (6, 10)
