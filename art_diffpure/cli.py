@@ -1,0 +1,61 @@
+"""The console script ``art-diffpure``: argument parsing only; the work lives in the modules it calls."""
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Sequence
+
+
+def _reproduce_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--preset", default="digits", choices=["digits", "cifar10", "imagenet"],
+                        help="experiment setting (default: digits, the embedded models; runs anywhere)")
+    parser.add_argument("--quick", action="store_true", help="a smoke run (about 3 minutes on 2 CPU cores)")
+    parser.add_argument("--out", default="art-diffpure-report", help="report directory (default: %(default)s)")
+    parser.add_argument("--device", default="cpu", help="torch device: cpu or cuda (default: %(default)s)")
+    parser.add_argument("--n-images", type=int, default=None, help="override the number of evaluation images")
+    parser.add_argument("--seeds", type=int, nargs="+", default=None, help="base seeds (default: 0 1 2)")
+    parser.add_argument("--model-dir", default=None,
+                        help="cifar10/imagenet: RobustBench model dir (<dir>/<dataset>/Linf/<name>.pt)")
+    parser.add_argument("--diffusion", default=None,
+                        help="cifar10/imagenet: diffusers directory or hub id of the diffusion model")
+    parser.add_argument("--data", default=None, help="cifar10/imagenet: dataset directory")
+    parser.add_argument("--full-gradient", action="store_true", help="imagenet: full-gradient PGD instead of BPDA")
+    parser.add_argument("--batch-size", type=int, default=None, help="attack batch size")
+    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``art-diffpure``."""
+    parser = argparse.ArgumentParser(prog="art-diffpure", description=__doc__.split(":")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    rep = sub.add_parser("reproduce", help="run the paper's experiments and write a report directory")
+    _reproduce_args(rep)
+
+    conv = sub.add_parser("convert-adm", help="convert a guided-diffusion (ADM) checkpoint to a diffusers directory")
+    try:
+        from art_diffpure import convert
+
+        convert.add_arguments(conv)
+    except ImportError:  # pragma: no cover - convert module not present
+        pass
+
+    args = parser.parse_args(argv)
+    if args.command == "reproduce":
+        from art_diffpure.reproduce import PresetUnavailable, run_preset
+
+        try:
+            run_preset(args)
+        except PresetUnavailable as err:
+            print(f"art-diffpure reproduce --preset {args.preset}: {err}", file=sys.stderr)
+            return 2
+        return 0
+    if args.command == "convert-adm":
+        from art_diffpure import convert
+
+        return int(convert.run(args) or 0)
+    return 2  # pragma: no cover
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,521 @@
+"""Convert an openai/guided-diffusion (ADM) checkpoint into a diffusers ``UNet2DModel`` + ``DDPMScheduler``.
+
+| Paper link (ADM): https://arxiv.org/abs/2105.05233
+| Original code: https://github.com/openai/guided-diffusion (``guided_diffusion/unet.py``)
+
+The defaults describe the unconditional 256x256 ImageNet model ``256x256_diffusion_uncond.pt`` used by
+DiffPure (``model_channels=256``, ``num_res_blocks=2``, ``channel_mult=(1, 1, 2, 2, 4, 4)``, attention at
+the resolutions 32, 16 and 8, ``num_head_channels=64``, ``resblock_updown=True``,
+``use_scale_shift_norm=True``, ``learn_sigma=True``). Other ADM models with residual up/down sampling and
+scale-shift norm convert with the matching architecture arguments; the same code converts the small test
+models of ``tests/test_convert.py``.
+
+The output directory has the ``save_pretrained`` layout read by
+:meth:`art_diffpure.DiffusionPurifier.from_pretrained`::
+
+    OUTPUT_DIR/unet/config.json, OUTPUT_DIR/unet/diffusion_pytorch_model.safetensors
+    OUTPUT_DIR/scheduler/scheduler_config.json
+
+Mapping (ADM -> diffusers). ADM's ``input_blocks`` are, in order: the input convolution, then per level
+``num_res_blocks`` blocks (ResBlock, plus AttentionBlock where the level's downsampling rate is an
+attention rate) and, except on the last level, one down-sampling ResBlock. These become ``conv_in`` and
+``down_blocks.{level}.resnets/attentions/downsamplers``. ``middle_block.{0,1,2}`` become
+``mid_block.resnets.0``, ``mid_block.attentions.0``, ``mid_block.resnets.1``. ``output_blocks`` hold
+``num_res_blocks + 1`` blocks per level, deepest level first, the last of each (except level 0) ending in an
+up-sampling ResBlock: ``up_blocks.{j}.resnets/attentions/upsamplers``. Inside a ResBlock: ``in_layers.0``
+-> ``norm1``, ``in_layers.2`` -> ``conv1``, ``emb_layers.1`` -> ``time_emb_proj``, ``out_layers.0`` ->
+``norm2``, ``out_layers.3`` -> ``conv2``, ``skip_connection`` -> ``conv_shortcut``. Inside an
+AttentionBlock: ``norm`` -> ``group_norm``, ``proj_out`` (a 1x1 conv1d) -> ``to_out.0`` (a Linear) and
+``qkv`` (a conv1d with ``3 * C`` outputs) -> ``to_q``, ``to_k``, ``to_v``: the legacy attention order
+lays the ``3 * C`` outputs out as ``(heads, 3, head_dim)``, diffusers as ``(3, heads, head_dim)``, so the
+rows are regrouped per head. ADM's ``1 / sqrt(sqrt(head_dim))`` scaling of q and k equals diffusers'
+``1 / sqrt(head_dim)``. ``time_embed.{0,2}`` -> ``time_embedding.linear_{1,2}``, ``out.{0,2}`` ->
+``conv_norm_out``, ``conv_out``. ADM's timestep embedding is ``cat(cos, sin)`` with frequencies
+``exp(-log(10000) * i / half)``: diffusers' ``flip_sin_to_cos=True, freq_shift=0``.
+
+Loading uses ``torch.load(..., weights_only=True)``: a checkpoint that needs arbitrary pickled code is
+refused, never executed.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Any, Iterator, Mapping, Sequence
+
+__all__ = [
+    "adm_unet_config",
+    "adm_scheduler_config",
+    "adm_state_dict_shapes",
+    "convert_adm_state_dict",
+    "load_adm_checkpoint",
+    "convert_guided_diffusion",
+    "add_arguments",
+    "run",
+    "main",
+]
+
+#: Architecture of ``256x256_diffusion_uncond.pt`` (guided-diffusion's ``model_and_diffusion_defaults`` as
+#: used by DiffPure for ImageNet).
+ADM_256_UNCOND = dict(
+    model_channels=256,
+    num_res_blocks=2,
+    channel_mult=(1, 1, 2, 2, 4, 4),
+    attention_resolutions=(32, 16, 8),
+    image_size=256,
+    num_head_channels=64,
+    learn_sigma=True,
+    in_channels=3,
+    use_new_attention_order=False,
+)
+
+_GROUPS = 32  # ADM's normalization(): GroupNorm32(32, channels), eps 1e-5
+_EPS = 1e-5
+
+
+# ---------------------------------------------------------------------------------------------- architecture
+def _arch(
+    model_channels: int = 256,
+    num_res_blocks: int = 2,
+    channel_mult: Sequence[int] = (1, 1, 2, 2, 4, 4),
+    attention_resolutions: Sequence[int] = (32, 16, 8),
+    image_size: int = 256,
+    num_head_channels: int = 64,
+    learn_sigma: bool = True,
+    in_channels: int = 3,
+    use_new_attention_order: bool = False,
+) -> dict:
+    """Validate architecture arguments and derive per-level facts."""
+
+    def _pos_int(name, value):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive int, got {value!r}")
+        return int(value)
+
+    model_channels = _pos_int("model_channels", model_channels)
+    num_res_blocks = _pos_int("num_res_blocks", num_res_blocks)
+    image_size = _pos_int("image_size", image_size)
+    in_channels = _pos_int("in_channels", in_channels)
+    num_head_channels = _pos_int("num_head_channels", num_head_channels)
+    channel_mult = tuple(_pos_int("channel_mult entries", m) for m in channel_mult)
+    attention_resolutions = tuple(_pos_int("attention_resolutions entries", r) for r in attention_resolutions)
+    if not channel_mult:
+        raise ValueError("channel_mult must not be empty")
+    if channel_mult[0] != 1:
+        # diffusers sizes the sinusoidal embedding by block_out_channels[0]; ADM by model_channels.
+        raise ValueError(f"channel_mult[0] must be 1 to be representable as a diffusers UNet2DModel, got {channel_mult}")
+    levels = len(channel_mult)
+    if image_size % (2 ** (levels - 1)):
+        raise ValueError(f"image_size {image_size} is not divisible by 2**{levels - 1} (channel_mult {channel_mult})")
+    channels = [model_channels * m for m in channel_mult]
+    for c in channels:
+        if c % _GROUPS:
+            raise ValueError(f"channel count {c} is not divisible by the {_GROUPS} GroupNorm groups")
+    # ADM (script_util.create_model) turns resolutions into downsampling rates: ds = image_size // res.
+    attention_ds = {image_size // r for r in attention_resolutions}
+    attn_levels = [2**level in attention_ds for level in range(levels)]
+    for level, c in enumerate(channels):
+        if (attn_levels[level] or level == levels - 1) and c % num_head_channels:
+            raise ValueError(f"channel count {c} at level {level} is not divisible by num_head_channels {num_head_channels}")
+    return dict(
+        model_channels=model_channels, num_res_blocks=num_res_blocks, channel_mult=channel_mult,
+        attention_resolutions=attention_resolutions, image_size=image_size, num_head_channels=num_head_channels,
+        learn_sigma=bool(learn_sigma), in_channels=in_channels, use_new_attention_order=bool(use_new_attention_order),
+        channels=channels, attn_levels=attn_levels, levels=levels,
+        out_channels=in_channels * (2 if learn_sigma else 1), emb_channels=4 * model_channels,
+    )
+
+
+def adm_unet_config(
+    model_channels: int = 256,
+    num_res_blocks: int = 2,
+    channel_mult: Sequence[int] = (1, 1, 2, 2, 4, 4),
+    attention_resolutions: Sequence[int] = (32, 16, 8),
+    image_size: int = 256,
+    num_head_channels: int = 64,
+    learn_sigma: bool = True,
+    in_channels: int = 3,
+    use_new_attention_order: bool = False,
+) -> dict:
+    """
+    ``UNet2DModel`` keyword arguments for an ADM UNet with residual up/down sampling and scale-shift norm.
+
+    :param attention_resolutions: feature-map resolutions with attention, as guided-diffusion's
+        ``--attention_resolutions`` (turned into downsampling rates ``image_size // res``).
+    :param learn_sigma: the model also predicts the variance (``2 * in_channels`` output channels).
+    :param use_new_attention_order: accepted for completeness; it changes the weight layout, not the config.
+    """
+    a = _arch(model_channels, num_res_blocks, channel_mult, attention_resolutions, image_size, num_head_channels,
+              learn_sigma, in_channels, use_new_attention_order)
+    down = tuple("AttnDownBlock2D" if a["attn_levels"][lv] else "ResnetDownsampleBlock2D" for lv in range(a["levels"]))
+    up = tuple("AttnUpBlock2D" if a["attn_levels"][lv] else "ResnetUpsampleBlock2D" for lv in reversed(range(a["levels"])))
+    return dict(
+        sample_size=a["image_size"],
+        in_channels=a["in_channels"],
+        out_channels=a["out_channels"],
+        center_input_sample=False,
+        time_embedding_type="positional",
+        time_embedding_dim=a["emb_channels"],
+        flip_sin_to_cos=True,
+        freq_shift=0,
+        down_block_types=down,
+        up_block_types=up,
+        mid_block_type="UNetMidBlock2D",
+        block_out_channels=tuple(a["channels"]),
+        layers_per_block=a["num_res_blocks"],
+        mid_block_scale_factor=1,
+        downsample_type="resnet",
+        upsample_type="resnet",
+        dropout=0.0,
+        act_fn="silu",
+        attention_head_dim=a["num_head_channels"],
+        norm_num_groups=_GROUPS,
+        attn_norm_num_groups=_GROUPS,
+        norm_eps=_EPS,
+        resnet_time_scale_shift="scale_shift",
+        add_attention=True,
+    )
+
+
+def adm_scheduler_config(learn_sigma: bool = True, num_train_timesteps: int = 1000) -> dict:
+    """
+    ``DDPMScheduler`` keyword arguments matching guided-diffusion's linear schedule (``noise_schedule="linear"``,
+    betas ``1e-4 .. 0.02`` scaled by ``1000 / num_train_timesteps``), epsilon prediction, ``x_0`` clipped to
+    [-1, 1] (``clip_denoised=True``) and ``learned_range`` variances when ``learn_sigma`` (``fixed_large``
+    otherwise, ADM's default without ``sigma_small``).
+    """
+    scale = 1000.0 / num_train_timesteps
+    return dict(
+        num_train_timesteps=int(num_train_timesteps),
+        beta_start=scale * 1e-4,
+        beta_end=scale * 0.02,
+        beta_schedule="linear",
+        variance_type="learned_range" if learn_sigma else "fixed_large",
+        clip_sample=True,
+        clip_sample_range=1.0,
+        prediction_type="epsilon",
+    )
+
+
+# ---------------------------------------------------------------------------------------------- key layout
+def _resblock(adm: str, hf: str, cin: int, cout: int, emb: int) -> Iterator[tuple[str, str, tuple, str]]:
+    """(adm key, diffusers key, adm shape, kind) of one ResBlock."""
+    yield f"{adm}.in_layers.0.weight", f"{hf}.norm1.weight", (cin,), "copy"
+    yield f"{adm}.in_layers.0.bias", f"{hf}.norm1.bias", (cin,), "copy"
+    yield f"{adm}.in_layers.2.weight", f"{hf}.conv1.weight", (cout, cin, 3, 3), "copy"
+    yield f"{adm}.in_layers.2.bias", f"{hf}.conv1.bias", (cout,), "copy"
+    yield f"{adm}.emb_layers.1.weight", f"{hf}.time_emb_proj.weight", (2 * cout, emb), "copy"
+    yield f"{adm}.emb_layers.1.bias", f"{hf}.time_emb_proj.bias", (2 * cout,), "copy"
+    yield f"{adm}.out_layers.0.weight", f"{hf}.norm2.weight", (cout,), "copy"
+    yield f"{adm}.out_layers.0.bias", f"{hf}.norm2.bias", (cout,), "copy"
+    yield f"{adm}.out_layers.3.weight", f"{hf}.conv2.weight", (cout, cout, 3, 3), "copy"
+    yield f"{adm}.out_layers.3.bias", f"{hf}.conv2.bias", (cout,), "copy"
+    if cin != cout:
+        yield f"{adm}.skip_connection.weight", f"{hf}.conv_shortcut.weight", (cout, cin, 1, 1), "copy"
+        yield f"{adm}.skip_connection.bias", f"{hf}.conv_shortcut.bias", (cout,), "copy"
+
+
+def _attention(adm: str, hf: str, c: int) -> Iterator[tuple[str, str, tuple, str]]:
+    """(adm key, diffusers key, adm shape, kind) of one AttentionBlock; ``qkv`` fans out to three keys."""
+    yield f"{adm}.norm.weight", f"{hf}.group_norm.weight", (c,), "copy"
+    yield f"{adm}.norm.bias", f"{hf}.group_norm.bias", (c,), "copy"
+    yield f"{adm}.qkv.weight", f"{hf}.to_{{}}.weight", (3 * c, c, 1), "qkv"
+    yield f"{adm}.qkv.bias", f"{hf}.to_{{}}.bias", (3 * c,), "qkv"
+    yield f"{adm}.proj_out.weight", f"{hf}.to_out.0.weight", (c, c, 1), "squeeze"
+    yield f"{adm}.proj_out.bias", f"{hf}.to_out.0.bias", (c,), "copy"
+
+
+def _layout(a: dict) -> list[tuple[str, str, tuple, str]]:
+    """Every ADM key of the architecture ``a`` with its diffusers key, expected shape and conversion kind."""
+    mc, emb, nrb, chans = a["model_channels"], a["emb_channels"], a["num_res_blocks"], a["channels"]
+    entries: list[tuple[str, str, tuple, str]] = [
+        ("time_embed.0.weight", "time_embedding.linear_1.weight", (emb, mc), "copy"),
+        ("time_embed.0.bias", "time_embedding.linear_1.bias", (emb,), "copy"),
+        ("time_embed.2.weight", "time_embedding.linear_2.weight", (emb, emb), "copy"),
+        ("time_embed.2.bias", "time_embedding.linear_2.bias", (emb,), "copy"),
+        ("input_blocks.0.0.weight", "conv_in.weight", (chans[0], a["in_channels"], 3, 3), "copy"),
+        ("input_blocks.0.0.bias", "conv_in.bias", (chans[0],), "copy"),
+    ]
+    block = 1
+    ch = chans[0]
+    skip_chans = [ch]
+    for level, c in enumerate(chans):
+        for i in range(nrb):
+            entries += _resblock(f"input_blocks.{block}.0", f"down_blocks.{level}.resnets.{i}", ch, c, emb)
+            ch = c
+            if a["attn_levels"][level]:
+                entries += _attention(f"input_blocks.{block}.1", f"down_blocks.{level}.attentions.{i}", ch)
+            skip_chans.append(ch)
+            block += 1
+        if level != a["levels"] - 1:
+            entries += _resblock(f"input_blocks.{block}.0", f"down_blocks.{level}.downsamplers.0", ch, ch, emb)
+            skip_chans.append(ch)
+            block += 1
+    entries += _resblock("middle_block.0", "mid_block.resnets.0", ch, ch, emb)
+    entries += _attention("middle_block.1", "mid_block.attentions.0", ch)
+    entries += _resblock("middle_block.2", "mid_block.resnets.1", ch, ch, emb)
+    block = 0
+    for j, level in enumerate(reversed(range(a["levels"]))):
+        c = chans[level]
+        for i in range(nrb + 1):
+            entries += _resblock(f"output_blocks.{block}.0", f"up_blocks.{j}.resnets.{i}", ch + skip_chans.pop(), c, emb)
+            ch = c
+            sub = 1
+            if a["attn_levels"][level]:
+                entries += _attention(f"output_blocks.{block}.{sub}", f"up_blocks.{j}.attentions.{i}", ch)
+                sub += 1
+            if level and i == nrb:
+                entries += _resblock(f"output_blocks.{block}.{sub}", f"up_blocks.{j}.upsamplers.0", ch, ch, emb)
+            block += 1
+    entries += [
+        ("out.0.weight", "conv_norm_out.weight", (ch,), "copy"),
+        ("out.0.bias", "conv_norm_out.bias", (ch,), "copy"),
+        ("out.2.weight", "conv_out.weight", (a["out_channels"], chans[0], 3, 3), "copy"),
+        ("out.2.bias", "conv_out.bias", (a["out_channels"],), "copy"),
+    ]
+    return entries
+
+
+def adm_state_dict_shapes(**arch) -> dict[str, tuple[int, ...]]:
+    """The ADM state-dict keys and shapes expected for the architecture (keyword arguments of :func:`adm_unet_config`)."""
+    return {adm_key: shape for adm_key, _, shape, _ in _layout(_arch(**arch))}
+
+
+# ---------------------------------------------------------------------------------------------- conversion
+def _split_qkv(tensor, channels: int, head_dim: int, new_order: bool):
+    """Split ADM's fused qkv (``(3C, C, 1)`` weight or ``(3C,)`` bias) into diffusers' q, k, v (``(C, C)`` / ``(C,)``)."""
+    heads = channels // head_dim
+    rest = tuple(tensor.shape[1:2])  # (C,) for the weight (kernel dim dropped), () for the bias
+    flat = tensor.reshape(3 * channels, *rest)
+    if new_order:  # QKVAttention: chunk(3) first, then heads
+        grouped = flat.reshape(3, heads, head_dim, *rest)
+    else:  # QKVAttentionLegacy: heads first, each (q, k, v) of head_dim rows
+        grouped = flat.reshape(heads, 3, head_dim, *rest).transpose(0, 1)
+    return [grouped[i].reshape(channels, *rest).contiguous() for i in range(3)]
+
+
+def _short_list(keys: Sequence[str], limit: int = 12) -> str:
+    keys = list(keys)
+    shown = ", ".join(keys[:limit])
+    return shown + (f", ... ({len(keys) - limit} more)" if len(keys) > limit else "")
+
+
+def convert_adm_state_dict(state_dict: Mapping[str, Any], **arch) -> dict:
+    """
+    Map an ADM (guided-diffusion ``UNetModel``) state dict onto diffusers ``UNet2DModel`` keys.
+
+    :param state_dict: the ADM state dict (tensors; keys as in ``guided_diffusion/unet.py``).
+    :param arch: architecture keyword arguments of :func:`adm_unet_config` (defaults: the 256x256
+        unconditional ImageNet model).
+    :return: a new state dict for ``UNet2DModel(**adm_unet_config(**arch))``; tensors keep their dtype and
+        may share storage with the input (views), the q/k/v splits are new tensors.
+    :raises ValueError: if the state dict does not hold exactly the expected keys with the expected shapes;
+        the message names the missing, unexpected and mis-shaped keys.
+    """
+    import torch
+
+    a = _arch(**arch)
+    if not isinstance(state_dict, Mapping):
+        raise ValueError(f"Expected a state dict (a mapping of names to tensors), got {type(state_dict).__name__}")
+    layout = _layout(a)
+    expected = {adm_key: shape for adm_key, _, shape, _ in layout}
+    missing = [k for k in expected if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in expected]
+    not_tensor = [k for k in expected if k in state_dict and not isinstance(state_dict[k], torch.Tensor)]
+    misshaped = [
+        f"{k} {tuple(state_dict[k].shape)} (expected {expected[k]})"
+        for k in expected
+        if k in state_dict and isinstance(state_dict[k], torch.Tensor) and tuple(state_dict[k].shape) != expected[k]
+    ]
+    not_float = [f"{k} ({state_dict[k].dtype})" for k in expected
+                 if k in state_dict and isinstance(state_dict[k], torch.Tensor) and not state_dict[k].is_floating_point()]
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} missing key(s): {_short_list(missing)}")
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected key(s): {_short_list(unexpected)}")
+    if not_tensor:
+        problems.append(f"{len(not_tensor)} non-tensor value(s): {_short_list(not_tensor)}")
+    if misshaped:
+        problems.append(f"{len(misshaped)} mis-shaped key(s): {_short_list(misshaped)}")
+    if not_float:
+        problems.append(f"{len(not_float)} non-floating-point tensor(s): {_short_list(not_float)}")
+    if problems:
+        summary = ", ".join(f"{k}={v}" for k, v in arch.items()) or "defaults: 256x256 unconditional ImageNet ADM"
+        hint = ""
+        if unexpected and any(k.startswith("module.") for k in unexpected):
+            hint = " (keys start with 'module.': strip the DataParallel prefix first)"
+        elif "label_emb.weight" in unexpected:
+            hint = " (label_emb: a class-conditional model, which this converter does not support)"
+        raise ValueError(f"The state dict does not match the ADM architecture ({summary}): "
+                         + "; ".join(problems) + hint)
+
+    out: dict = {}
+    head_dim = a["num_head_channels"]
+    for adm_key, hf_key, shape, kind in layout:
+        tensor = state_dict[adm_key].detach()
+        if kind == "copy":
+            out[hf_key] = tensor
+        elif kind == "squeeze":  # 1x1 conv1d -> Linear
+            out[hf_key] = tensor[..., 0]
+        elif kind == "qkv":
+            channels = shape[1] if len(shape) == 3 else shape[0] // 3
+            for name, part in zip("qkv", _split_qkv(tensor, channels, head_dim, a["use_new_attention_order"])):
+                out[hf_key.format(name)] = part
+        else:  # pragma: no cover
+            raise AssertionError(kind)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- files
+def load_adm_checkpoint(checkpoint_path: str | os.PathLike) -> dict:
+    """
+    Read an ADM checkpoint (``torch.save`` of a state dict, or a ``.safetensors`` file) without executing
+    pickled code: ``torch.load(..., map_location="cpu", weights_only=True)``.
+
+    :raises FileNotFoundError: no such file.
+    :raises ValueError: the file is not a readable checkpoint, needs arbitrary pickled objects, or does not
+        hold a dict of tensors.
+    """
+    import pickle
+
+    import torch
+
+    path = os.fspath(checkpoint_path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"No checkpoint file at {path!r}")
+    if path.endswith(".safetensors"):
+        try:
+            from safetensors.torch import load_file
+
+            return dict(load_file(path, device="cpu"))
+        except Exception as err:  # safetensors raises its own error types
+            raise ValueError(f"Could not read {path!r} as a safetensors file: {err}") from err
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ValueError(
+            f"Refusing to load {path!r}: it needs arbitrary pickled objects, which weights_only=True does not "
+            f"execute (a guided-diffusion checkpoint is a plain state dict of tensors). torch said: {first}"
+        ) from err
+    except Exception as err:  # corrupt / truncated / not a torch file
+        raise ValueError(f"Could not read {path!r} as a PyTorch checkpoint: {type(err).__name__}: {err}") from err
+    if not isinstance(obj, Mapping):
+        raise ValueError(f"{path!r} holds a {type(obj).__name__}, not a state dict (a dict of tensors)")
+    if not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        nested = [k for k, v in obj.items() if isinstance(v, Mapping)]
+        hint = f" (nested dicts under {nested}: pass the model's state dict itself)" if nested else ""
+        raise ValueError(f"{path!r} does not hold a state dict of tensors{hint}")
+    return dict(obj)
+
+
+def convert_guided_diffusion(checkpoint_path: str | os.PathLike, output_dir: str | os.PathLike,
+                             num_train_timesteps: int = 1000, overwrite: bool = False, **arch) -> str:
+    """
+    Convert a guided-diffusion checkpoint file into ``output_dir/unet`` (``UNet2DModel``) and
+    ``output_dir/scheduler`` (``DDPMScheduler``), loadable with
+    ``DiffusionPurifier.from_pretrained(output_dir)``.
+
+    :param checkpoint_path: e.g. ``256x256_diffusion_uncond.pt``.
+    :param output_dir: the directory to write.
+    :param num_train_timesteps: diffusion steps of the model (1000 for the released ADM checkpoints).
+    :param overwrite: allow writing into an existing non-empty ``output_dir``.
+    :param arch: architecture keyword arguments of :func:`adm_unet_config`.
+    :return: ``output_dir``.
+    """
+    import torch
+    from diffusers import DDPMScheduler, UNet2DModel
+
+    output_dir = os.fspath(output_dir)
+    if os.path.exists(output_dir) and not os.path.isdir(output_dir):
+        raise ValueError(f"Output path {output_dir!r} exists and is not a directory")
+    if os.path.isdir(output_dir) and os.listdir(output_dir) and not overwrite:
+        raise ValueError(f"Output directory {output_dir!r} is not empty (pass overwrite=True / --overwrite)")
+    config = adm_unet_config(**arch)  # validates arch before the (large) file is read
+    state_dict = load_adm_checkpoint(checkpoint_path)
+    converted = convert_adm_state_dict(state_dict, **arch)
+    del state_dict
+    # Built on the meta device and filled by assignment: no random init of ~550M parameters and no extra copy.
+    with torch.device("meta"):
+        unet = UNet2DModel(**config)
+    converted = {k: v.to(torch.float32).contiguous() for k, v in converted.items()}
+    unet.load_state_dict(converted, strict=True, assign=True)
+    del converted
+    scheduler = DDPMScheduler(**adm_scheduler_config(learn_sigma=arch.get("learn_sigma", True),
+                                                     num_train_timesteps=num_train_timesteps))
+    os.makedirs(output_dir, exist_ok=True)
+    unet.save_pretrained(os.path.join(output_dir, "unet"))
+    scheduler.save_pretrained(os.path.join(output_dir, "scheduler"))
+    return output_dir
+
+
+# ---------------------------------------------------------------------------------------------- command line
+def _int_tuple(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(v) for v in text.replace(" ", "").split(",") if v)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if not values:
+        raise argparse.ArgumentTypeError("expected at least one integer")
+    return values
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Add the ``convert-adm`` arguments to ``parser`` (a parser or a subcommand parser)."""
+    d = ADM_256_UNCOND
+    parser.add_argument("checkpoint", help="guided-diffusion checkpoint, e.g. 256x256_diffusion_uncond.pt "
+                                           "(read with weights_only=True; .safetensors also accepted)")
+    parser.add_argument("output_dir", help="directory to write unet/ and scheduler/ into")
+    parser.add_argument("--overwrite", action="store_true", help="write into a non-empty output directory")
+    arch = parser.add_argument_group("architecture (defaults: the 256x256 unconditional ImageNet model)")
+    arch.add_argument("--model-channels", type=int, default=d["model_channels"])
+    arch.add_argument("--num-res-blocks", type=int, default=d["num_res_blocks"])
+    arch.add_argument("--channel-mult", type=_int_tuple, default=d["channel_mult"], help="e.g. 1,1,2,2,4,4")
+    arch.add_argument("--attention-resolutions", type=_int_tuple, default=d["attention_resolutions"], help="e.g. 32,16,8")
+    arch.add_argument("--image-size", type=int, default=d["image_size"])
+    arch.add_argument("--num-head-channels", type=int, default=d["num_head_channels"])
+    arch.add_argument("--in-channels", type=int, default=d["in_channels"])
+    arch.add_argument("--learn-sigma", action=argparse.BooleanOptionalAction, default=d["learn_sigma"],
+                      help="the model predicts a variance too (2 x in_channels outputs)")
+    arch.add_argument("--use-new-attention-order", action="store_true",
+                      help="the model was built with use_new_attention_order=True (QKVAttention)")
+    arch.add_argument("--num-train-timesteps", type=int, default=1000)
+    return parser
+
+
+def _arch_from_args(args: argparse.Namespace) -> dict:
+    return dict(
+        model_channels=args.model_channels, num_res_blocks=args.num_res_blocks, channel_mult=tuple(args.channel_mult),
+        attention_resolutions=tuple(args.attention_resolutions), image_size=args.image_size,
+        num_head_channels=args.num_head_channels, learn_sigma=args.learn_sigma, in_channels=args.in_channels,
+        use_new_attention_order=args.use_new_attention_order,
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``convert-adm`` from parsed arguments; returns the exit status (0 on success, 1 on failure)."""
+    try:
+        out = convert_guided_diffusion(args.checkpoint, args.output_dir, num_train_timesteps=args.num_train_timesteps,
+                                       overwrite=args.overwrite, **_arch_from_args(args))
+    except (FileNotFoundError, ValueError) as err:
+        print(f"art-diffpure convert-adm: error: {err}", file=sys.stderr)
+        return 1
+    print(f"Wrote {os.path.join(out, 'unet')} and {os.path.join(out, 'scheduler')}; "
+          f"load with DiffusionPurifier.from_pretrained({out!r})")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``art-diffpure convert-adm CHECKPOINT OUTPUT_DIR [options]`` (also ``python -m art_diffpure.convert``)."""
+    parser = argparse.ArgumentParser(
+        prog="art-diffpure convert-adm",
+        description="Convert an openai/guided-diffusion (ADM) checkpoint into diffusers UNet2DModel + DDPMScheduler "
+                    "directories (OUTPUT_DIR/unet, OUTPUT_DIR/scheduler).",
+    )
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,88 @@
+"""Markdown, JSON and figures from plain results (numbers, lists, dicts); no torch here."""
+from __future__ import annotations
+
+import json
+import math
+import os
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+
+def to_plain(obj: Any) -> Any:
+    """Recursively turn numpy scalars/arrays and result objects into JSON-serialisable python values."""
+    if hasattr(obj, "to_dict"):
+        return to_plain(obj.to_dict())
+    if isinstance(obj, dict):
+        return {str(k): to_plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_plain(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return to_plain(obj.tolist())
+    if isinstance(obj, (np.floating, float)):
+        value = float(obj)
+        return value if math.isfinite(value) else None
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, np.bool_):
+        return bool(obj)
+    return obj
+
+
+def write_json(path: str, results: dict) -> None:
+    """Write ``results`` as sorted, indented JSON (so two identical runs give identical files)."""
+    with open(path, "w") as handle:
+        json.dump(to_plain(results), handle, indent=1, sort_keys=True)
+        handle.write("\n")
+
+
+def fmt(value: Any, digits: int = 3, percent: bool = False) -> str:
+    """Format a number (or mean, std pair) for a table; ``None`` becomes a dash."""
+    if value is None:
+        return "–"
+    if isinstance(value, (tuple, list)) and len(value) == 2:
+        mean, std = value
+        if percent:
+            return f"{100 * mean:.1f}±{100 * std:.1f}%"
+        return f"{mean:.{digits}f}±{std:.{digits}f}"
+    if percent:
+        return f"{100 * float(value):.1f}%"
+    if isinstance(value, (int, np.integer)):
+        return str(int(value))
+    value = float(value)
+    if value != 0 and (abs(value) < 10 ** -(digits - 1) or abs(value) >= 1e5):
+        return f"{value:.{digits - 1}e}"
+    return f"{value:.{digits}f}"
+
+
+def table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    """A GitHub markdown table; cells are already strings."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def mean_std(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and population standard deviation of a list of numbers."""
+    arr = np.asarray(values, dtype=np.float64)
+    return float(arr.mean()), float(arr.std())
+
+
+def save_figure(fig, out_dir: str, name: str) -> str:
+    """Save a matplotlib figure as PNG (fixed metadata, so reruns write identical files) and close it."""
+    import matplotlib.pyplot as plt
+
+    path = os.path.join(out_dir, name)
+    fig.savefig(path, dpi=110, bbox_inches="tight", metadata={"Software": None})
+    plt.close(fig)
+    return path
+
+
+def new_figure(width: float = 5.0, height: float = 3.6):
+    """A matplotlib figure and axes with the non-interactive backend."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt.subplots(figsize=(width, height))
