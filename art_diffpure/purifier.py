@@ -83,6 +83,7 @@ class DiffusionPurifier(PreprocessorPyTorch):
         channels_first: bool = True,
         forward_noising: str = "one_shot",
         ddim_steps: int | None = None,
+        generator_seed: int | None = None,
         device_type: str = "gpu",
         apply_fit: bool = False,
         apply_predict: bool = True,
@@ -107,6 +108,8 @@ class DiffusionPurifier(PreprocessorPyTorch):
         :param channels_first: ``True`` for NCHW input, ``False`` for NHWC.
         :param forward_noising: ``"one_shot"`` (default) or ``"multistep"``.
         :param ddim_steps: number of DDIM reverse steps (default ``t_star``, i.e. stride 1).
+        :param generator_seed: seed of the purifier's own generator for ``seed=None`` (fresh noise on every
+            call, but a reproducible sequence of calls); default: from ``os.urandom``.
         :param device_type: ``"gpu"`` or ``"cpu"`` (ART convention).
         :param apply_fit: apply during training (default ``False``).
         :param apply_predict: apply during prediction (default ``True``).
@@ -135,7 +138,7 @@ class DiffusionPurifier(PreprocessorPyTorch):
             model.to(self.device).eval().requires_grad_(False)
         # A generator of our own for seed=None: never draws from torch's global RNG.
         self._fresh_generator = torch.Generator(device="cpu")
-        self._fresh_generator.manual_seed(int.from_bytes(os.urandom(8), "little") & (2**63 - 1))
+        self.reseed_fresh(generator_seed)
         self._context: tuple[Any, Any] | None = None  # (seeds, sample_ids) fixed by randomness()
         self._noise_cache: OrderedDict = OrderedDict()
 
@@ -168,6 +171,12 @@ class DiffusionPurifier(PreprocessorPyTorch):
         self.scheduler.save_pretrained(os.path.join(directory, "scheduler"))
 
     # ------------------------------------------------------------------ randomness
+    def reseed_fresh(self, generator_seed: int | None = None) -> None:
+        """Reseed the generator behind ``seed=None`` (``None``: from ``os.urandom``)."""
+        if generator_seed is None:
+            generator_seed = int.from_bytes(os.urandom(8), "little") & (2**63 - 1)
+        self._fresh_generator.manual_seed(int(generator_seed))
+
     @contextlib.contextmanager
     def randomness(
         self, seed: int | Sequence[int] | None, sample_ids: Sequence[int] | np.ndarray | None = None
