@@ -1,5 +1,11 @@
-"""art-diffpure: diffusion purification as an ART defence, evaluated with aligned randomness."""
+"""art-diffpure: diffusion purification as an ART defence, evaluated with aligned randomness.
+
+``DiffusionPurifier`` (an ART ``PreprocessorPyTorch``) and ``RandomnessAlignedAttack`` (an ART
+``EvasionAttack``) are the entry points; ``art_diffpure.metrics`` holds the paper's measurements.
+Nothing here needs network access at import time.
+"""
+from art_diffpure.attack import RandomnessAlignedAttack
 from art_diffpure.purifier import DiffusionPurifier
 
 __version__ = "0.1.0"
-__all__ = ["DiffusionPurifier"]
+__all__ = ["DiffusionPurifier", "RandomnessAlignedAttack"]
