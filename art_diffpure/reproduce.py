@@ -1,0 +1,837 @@
+"""``art-diffpure reproduce``: the paper's experiments per preset, collected into a report directory.
+
+The experiments are generic over a :class:`Setting` (classifier, purifier factory, images, attack
+budget); presets only differ in how they load those and in their sizes:
+
+- ``digits`` (default): the embedded models on scikit-learn's digits; runs anywhere, offline.
+- ``cifar10``: the paper's setup (google/ddpm-cifar10-32, RobustBench ``Standard`` WRN-28-10, the
+  first 1000 CIFAR-10 test images); needs the weights, the data and a GPU.
+- ``imagenet``: guided-diffusion 256x256 (converted with ``art-diffpure convert-adm``), RobustBench
+  ``Standard_R50``, the first 200 validation images, BPDA; needs the weights, the data and a GPU.
+
+Every number goes to ``results.json`` (timings apart, in ``timings.json``, so that two runs with the
+same arguments give identical ``results.json``), tables to ``report.md`` and figures to PNG files.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator
+
+import numpy as np
+
+from art_diffpure import report as rp
+
+logger = logging.getLogger(__name__)
+
+# The paper's CIFAR-10 numbers (Liu & Wei 2025), shown beside ours for reference.
+PAPER = {
+    "table1": {"ddpm": {"l2": (1.077, 3.641), "linf": (0.031, 0.316), "ssim": (0.965, 0.796), "fid": (0.226, 0.120)},
+               "reverse": {"l2": (1.149, 3.078), "linf": (0.031, 0.270), "ssim": (0.965, 0.837), "fid": (0.209, 0.183)},
+               "ddim": {"l2": (1.080, 2.810), "linf": (0.031, 0.242), "ssim": (0.964, 0.869), "fid": (0.234, 0.104)}},
+    "table2": {"stochastic": {"clean": "86.0±0.8%", "pgd": "71.9±0.2%", "pgd_eot": "59.3%"},
+               "aligned": {"clean": "85.8±0.4%", "pgd": "23.7±0.7%", "pgd_eot": "–"}},
+    "table4": "77.4±0.36%",
+    "table5": {"fixed_vs_fixed": "0.0818±0.0709", "eot_vs_fixed": "0.1682±0.0976"},
+    "table6": {"ddpm": ("0.798±0.124", "0.989±0.201", "0.231±0.046", "23.7%"),
+               "reverse": ("0.738±0.106", "0.864±0.151", "0.195±0.046", "34.9%"),
+               "ddim": ("0.717±0.119", "0.815±0.140", "0.281±0.048", "10.9%")},
+    "table7": {"t": (10, 20, 50, 100, 150, 200, 300),
+               "ddpm": {"compress": (0.552, 0.420, 0.299, 0.231, 0.201, 0.187, 0.185),
+                        "pgd_fix": (0.001, 0.010, 0.086, 0.237, 0.353, 0.395, 0.402)},
+               "reverse": {"compress": (0.461, 0.355, 0.248, 0.195, 0.177, 0.174, 0.200),
+                           "pgd_fix": (0.006, 0.035, 0.185, 0.349, 0.430, 0.465, 0.426)}},
+    "tableS5": {"total": "3.597±0.877", "input": "0.020±0.005", "internal": "3.578±0.873", "snr": "5.926±1.065"},
+    "tableS6": {"initial": "1.004±0.001", "vary_input_fixed_xi": "0.241±0.032",
+                "vary_xi_fixed_input": "3.282±0.453", "vary_both": "3.288±0.453"},
+    "fig3a": {"frac_below": 0.90, "frac_above": 0.013},
+}
+
+
+class PresetUnavailable(RuntimeError):
+    """A preset's weights, data or device are missing; the message says what and how to provide it."""
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """How much of each experiment a run does (chosen before measuring, never tuned to the results)."""
+
+    n_images: int
+    seeds: tuple[int, ...]
+    max_iter: int
+    eot_samples: int
+    eot_images: int
+    t_sweep: tuple[int, ...]
+    sweep_images: int
+    compression_samples: int
+    neighbourhood_images: int
+    neighbourhood_inputs: int
+    neighbourhood_seeds: int
+    jacobian_images: int
+    curve_eps_factors: tuple[float, ...]
+    curve_images: int
+    curve_max_iter: int
+    diagnostics_images: int
+    batch_size: int
+
+
+@dataclass
+class Setting:
+    """Everything an experiment needs: models, data and the attack budget."""
+
+    name: str
+    model: Any  # torch classifier on inputs in [0, 1]
+    make_purifier: Callable[..., Any]  # (sampler, t_star, seed, gradient) -> DiffusionPurifier
+    x: np.ndarray
+    y: np.ndarray
+    eps: float
+    t_star: int
+    sizes: Sizes
+    device: str
+    features: Callable[[Any], Any]  # penultimate features for the feature-FID
+    gradient: str = "full"
+    rel_step: float = 0.01 / 0.3
+    verbose: bool = True
+    notes: list[str] = field(default_factory=list)
+
+
+# ---------------------------------------------------------------------------------------------- presets
+# Sized to the budget of 2 CPU cores (one sample through one gradient step of the digits UNet costs about
+# 0.5 ms, so a PGD-40 attack at t*=100 costs about 2 s per image): fewer images than the paper, same protocol.
+DIGITS_DEFAULT = Sizes(n_images=32, seeds=(0, 1, 2), max_iter=40, eot_samples=15, eot_images=8,
+                       t_sweep=(10, 20, 50, 100, 200), sweep_images=32, compression_samples=8,
+                       neighbourhood_images=16, neighbourhood_inputs=16, neighbourhood_seeds=16, jacobian_images=8,
+                       curve_eps_factors=(0.25, 0.5, 1.0, 1.5), curve_images=16, curve_max_iter=20,
+                       diagnostics_images=8, batch_size=128)
+DIGITS_QUICK = Sizes(n_images=8, seeds=(0, 1), max_iter=5, eot_samples=3, eot_images=4, t_sweep=(10, 50, 100),
+                     sweep_images=8, compression_samples=4, neighbourhood_images=3, neighbourhood_inputs=5,
+                     neighbourhood_seeds=5, jacobian_images=2, curve_eps_factors=(0.5, 1.0), curve_images=6,
+                     curve_max_iter=5, diagnostics_images=4, batch_size=64)
+
+
+def digits_setting(quick: bool, device: str, n_images: int | None, seeds: list[int] | None,
+                   verbose: bool) -> Setting:
+    """The embedded setting: DigitsCNN + the digits DDPM, the first images of the fixed test split."""
+    from art_diffpure.data import load_digits_split
+    from art_diffpure.embedded import load_digits_classifier, load_digits_purifier, load_provenance
+
+    sizes = DIGITS_QUICK if quick else DIGITS_DEFAULT
+    sizes = dataclasses.replace(sizes, **({"n_images": n_images} if n_images else {}),
+                                **({"seeds": tuple(seeds)} if seeds else {}))
+    x, y = load_digits_split("test")
+    provenance = load_provenance()
+    eps = float(provenance.get("recommended_eps", 0.2))
+    model = load_digits_classifier(device=device)
+
+    def make_purifier(sampler: str = "ddpm", t_star: int = 100, seed: int | None = 0, gradient: str = "full"):
+        # No checkpointing: for this tiny UNet the stored activations fit easily and recomputing costs 40%.
+        return load_digits_purifier(sampler=sampler, t_star=t_star, seed=seed, gradient=gradient,
+                                    device_type="cpu" if device == "cpu" else "gpu", checkpoint=False,
+                                    batch_size=sizes.batch_size, generator_seed=0)
+
+    return Setting("digits", model, make_purifier, x[: sizes.n_images], y[: sizes.n_images], eps, 100, sizes,
+                   device, model.features, verbose=verbose,
+                   notes=[f"eps = {eps} (Linf, on [0, 1] images): the smallest budget of the sweep at which PGD-40 "
+                          "leaves the undefended classifier at most 10% accuracy (fixed when the models were trained; "
+                          "see weights/provenance.json).",
+                          f"The first {sizes.n_images} images of the fixed digits test split; sizes are set by the "
+                          "CPU budget, so standard errors are large (about 8 points at n=32)."])
+
+
+def _torch_device_ok(device: str) -> bool:
+    import torch
+
+    return device == "cpu" or (device.startswith("cuda") and torch.cuda.is_available())
+
+
+def cifar10_setting(args) -> Setting:
+    """The paper's CIFAR-10 setup; raises :class:`PresetUnavailable` at once when something is missing."""
+    missing = []
+    model_dir = args.model_dir or "./models"
+    ckpt = os.path.join(model_dir, "cifar10", "Linf", "Standard.pt")
+    if not os.path.isfile(ckpt):
+        missing.append(f"the RobustBench 'Standard' checkpoint at {ckpt} (download it once with "
+                       f"robustbench.utils.load_model('Standard', model_dir='{model_dir}') where there is network; "
+                       "pass --model-dir)")
+    diffusion = args.diffusion or "google/ddpm-cifar10-32"
+    if not os.path.isdir(diffusion) and not _hub_cached(diffusion):
+        missing.append(f"the diffusion model {diffusion!r} (a local diffusers directory, e.g. from "
+                       "DiffusionPurifier.from_pretrained('google/ddpm-cifar10-32').save_pretrained(DIR); pass "
+                       "--diffusion DIR)")
+    data = args.data
+    if not data or not os.path.isfile(os.path.join(data, "test_batch")):
+        missing.append("the CIFAR-10 test set: --data DIR with DIR/test_batch from cifar-10-batches-py "
+                       "(the python version of https://www.cs.toronto.edu/~kriz/cifar.html)")
+    if not _torch_device_ok(args.device) or args.device == "cpu":
+        missing.append("a CUDA GPU (--device cuda): full-gradient PGD-40 at t*=100 takes about a quarter of an "
+                       "hour per image on a 2-core CPU")
+    if missing:
+        raise PresetUnavailable("missing " + "; ".join(missing))
+    import pickle  # the CIFAR-10 python batches are pickles of plain arrays; only ever load the official file
+
+    from art_diffpure.purifier import DiffusionPurifier
+    from art_diffpure.zoo import load_robustbench_model
+
+    with open(os.path.join(data, "test_batch"), "rb") as handle:
+        batch = pickle.load(handle, encoding="bytes")
+    n = args.n_images or 1000
+    x = (np.asarray(batch[b"data"][:n], dtype=np.float32).reshape(-1, 3, 32, 32) / 255.0)
+    y = np.asarray(batch[b"labels"][:n], dtype=np.int64)
+    model = load_robustbench_model("Standard", "cifar10", "Linf", model_dir).to(args.device)
+    sizes = Sizes(n_images=n, seeds=tuple(args.seeds or (0, 1, 2)), max_iter=40, eot_samples=15, eot_images=n,
+                  t_sweep=(10, 20, 50, 100, 150, 200, 300), sweep_images=n, compression_samples=16,
+                  neighbourhood_images=50, neighbourhood_inputs=50, neighbourhood_seeds=50, jacobian_images=50,
+                  curve_eps_factors=(0.25, 0.5, 1.0, 2.0), curve_images=min(n, 200), curve_max_iter=40,
+                  diagnostics_images=min(n, 64), batch_size=args.batch_size or 32)
+
+    def make_purifier(sampler="ddpm", t_star=100, seed=0, gradient="full"):
+        return DiffusionPurifier.from_pretrained(diffusion, t_star=t_star, sampler=sampler, seed=seed,
+                                                 gradient=gradient, device_type="gpu",
+                                                 batch_size=sizes.batch_size, generator_seed=0)
+
+    return Setting("cifar10", model, make_purifier, x, y, 8 / 255, 100, sizes, args.device,
+                   _penultimate_features(model), verbose=not args.no_progress)
+
+
+def imagenet_setting(args) -> Setting:
+    """The paper's ImageNet setup (Table 3, S2), BPDA by default."""
+    missing = []
+    diffusion = args.diffusion
+    if not diffusion or not os.path.isdir(diffusion):
+        missing.append("the guided-diffusion 256x256 unconditional model as a diffusers directory: download "
+                       "256x256_diffusion_uncond.pt from openai/guided-diffusion, then "
+                       "`art-diffpure convert-adm 256x256_diffusion_uncond.pt DIR` and pass --diffusion DIR")
+    model_dir = args.model_dir
+    if not model_dir or not os.path.isfile(os.path.join(model_dir, "imagenet", "Linf", "Standard_R50.pt")):
+        missing.append("the RobustBench ImageNet 'Standard_R50' weights: a torchvision ResNet-50 state dict saved "
+                       "as <--model-dir>/imagenet/Linf/Standard_R50.pt")
+    data = args.data
+    if not data or not os.path.isfile(os.path.join(data, "labels.txt")):
+        missing.append("the validation images: --data DIR with the images and DIR/labels.txt holding "
+                       "'<file name> <class index>' per line (the first 200 are used)")
+    if not _torch_device_ok(args.device) or args.device == "cpu":
+        missing.append("a CUDA GPU (--device cuda)")
+    if missing:
+        raise PresetUnavailable("missing " + "; ".join(missing))
+    import torch
+    import torchvision
+
+    from art_diffpure.purifier import DiffusionPurifier
+
+    n = args.n_images or 200
+    names, labels = [], []
+    with open(os.path.join(data, "labels.txt")) as handle:
+        for line in handle:
+            if line.strip():
+                name, label = line.split()
+                names.append(name)
+                labels.append(int(label))
+    from PIL import Image
+
+    tf = torchvision.transforms.Compose([torchvision.transforms.Resize(256), torchvision.transforms.CenterCrop(256),
+                                         torchvision.transforms.ToTensor()])
+    x = np.stack([tf(Image.open(os.path.join(data, name)).convert("RGB")).numpy() for name in names[:n]])
+    y = np.asarray(labels[:n], dtype=np.int64)
+    # RobustBench's Standard_R50 = torchvision ResNet-50 behind ImageNet normalisation, resized to 224.
+    resnet = torchvision.models.resnet50()
+    resnet.load_state_dict(torch.load(os.path.join(model_dir, "imagenet", "Linf", "Standard_R50.pt"),
+                                      map_location="cpu", weights_only=True))
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+
+    class Normalised(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = resnet
+            self.register_buffer("mean", mean)
+            self.register_buffer("std", std)
+
+        def forward(self, v):
+            v = torch.nn.functional.interpolate(v, size=224, mode="bilinear", align_corners=False)
+            return self.net((v - self.mean) / self.std)
+
+    model = Normalised().eval().to(args.device)
+    gradient = "full" if args.full_gradient else "bpda"
+    sizes = Sizes(n_images=n, seeds=tuple(args.seeds or (0, 1, 2)), max_iter=40, eot_samples=15, eot_images=n,
+                  t_sweep=(), sweep_images=0, compression_samples=8, neighbourhood_images=0, neighbourhood_inputs=0,
+                  neighbourhood_seeds=0, jacobian_images=0, curve_eps_factors=(), curve_images=0, curve_max_iter=0,
+                  diagnostics_images=0, batch_size=args.batch_size or (4 if gradient == "full" else 16))
+
+    def make_purifier(sampler="ddpm", t_star=150, seed=0, gradient=gradient):
+        return DiffusionPurifier.from_pretrained(diffusion, t_star=t_star, sampler=sampler, seed=seed,
+                                                 gradient=gradient, device_type="gpu", checkpoint=True,
+                                                 batch_size=sizes.batch_size, generator_seed=0)
+
+    return Setting("imagenet", model, make_purifier, x, y, 4 / 255, 150, sizes, args.device,
+                   _penultimate_features(model), gradient=gradient, rel_step=0.01 / 0.3,
+                   verbose=not args.no_progress)
+
+
+def _hub_cached(repo_id: str) -> bool:
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        return isinstance(try_to_load_from_cache(repo_id, "config.json"), str) or isinstance(
+            try_to_load_from_cache(repo_id, "unet/config.json"), str)
+    except Exception:  # noqa: BLE001 - any hub error means "not available offline"
+        return False
+
+
+def _penultimate_features(model) -> Callable:
+    """Features = the input of the model's last Linear layer (the paper's pre-classifier features)."""
+    import torch
+
+    last = [m for m in model.modules() if isinstance(m, torch.nn.Linear)][-1]
+
+    def features(x):
+        store = {}
+        handle = last.register_forward_hook(lambda mod, inp, out: store.setdefault("f", inp[0]))
+        try:
+            model(x)
+        finally:
+            handle.remove()
+        return store["f"]
+
+    return features
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+@contextlib.contextmanager
+def _numpy_seed(seed: int) -> Iterator[None]:
+    """ART's random PGD start draws from numpy's global RNG: seed it for the block, then restore it."""
+    state = np.random.get_state()
+    np.random.seed(seed % 2**32)
+    try:
+        yield
+    finally:
+        np.random.set_state(state)
+
+
+def _nb_classes(setting: Setting) -> int:
+    return 1000 if setting.name == "imagenet" else 10
+
+
+def _classifier(setting: Setting, purifier):
+    from art_diffpure.zoo import art_classifier
+
+    return art_classifier(setting.model, setting.x.shape[1:], _nb_classes(setting), purifier=purifier,
+                          device_type="cpu" if setting.device == "cpu" else "gpu")
+
+
+def _attack(setting: Setting, purifier, randomness: str, seed: int, eot: int = 1, eps: float | None = None,
+            max_iter: int | None = None):
+    from art_diffpure.attack import RandomnessAlignedAttack
+
+    eps = setting.eps if eps is None else eps
+    return RandomnessAlignedAttack(
+        _classifier(setting, purifier), randomness=randomness, eot_samples=eot, seed=seed, eps=eps,
+        eps_step=setting.rel_step * eps, max_iter=max_iter or setting.sizes.max_iter, num_random_init=1,
+        batch_size=setting.sizes.batch_size, verbose=False)
+
+
+def _run_attack(setting: Setting, purifier, randomness: str, seed: int, x, y, eot: int = 1, eps=None, max_iter=None):
+    """Attack + test; returns (report, x_adv). Numpy's global RNG (PGD's random start) is seeded from ``seed``."""
+    attack = _attack(setting, purifier, randomness, seed, eot, eps, max_iter)
+    if randomness == "stochastic":
+        purifier.reseed_fresh(seed)
+    with _numpy_seed(seed):
+        result = attack.evaluate(x, y)
+    return result, attack.last_x_adv
+
+
+class _Timer:
+    def __init__(self):
+        self.times: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def __call__(self, name: str):
+        t0 = time.perf_counter()
+        logger.info("%s ...", name)
+        try:
+            yield
+        finally:
+            self.times[name] = time.perf_counter() - t0
+
+
+def _predict(setting: Setting, purifier, x, seed, ids=None) -> np.ndarray:
+    """Labels predicted by classifier(purifier(x)) under base seed ``seed`` (``None``: fresh)."""
+    import torch
+
+    purified = purifier.purify(x, seed=seed, sample_ids=ids) if seed is not None else purifier.purify(x)
+    with torch.no_grad():
+        logits = setting.model(torch.tensor(purified, device=setting.device))
+    return logits.argmax(1).cpu().numpy()
+
+
+def _strip_timings(obj: Any, path: str, sink: dict) -> Any:
+    """Move wall-clock entries out of the results (they differ between identical runs)."""
+    if isinstance(obj, dict):
+        out = {}
+        for k, v in obj.items():
+            if isinstance(k, str) and (k.endswith("time_s") or k == "time_per_step_s"):
+                sink[f"{path}.{k}"] = v
+            else:
+                out[k] = _strip_timings(v, f"{path}.{k}", sink)
+        return out
+    if isinstance(obj, list):
+        return [_strip_timings(v, f"{path}[{i}]", sink) for i, v in enumerate(obj)]
+    return obj
+
+
+# ---------------------------------------------------------------------------------------------- experiments
+def run_experiments(setting: Setting, timer: _Timer) -> dict[str, Any]:
+    """Run every experiment of the setting and return plain results (no files written here)."""
+    import torch
+
+    from art_diffpure import metrics
+    from art_diffpure.attack import gradient_correlation, perturbation_correlation, transfer_test_seed
+
+    s = setting.sizes
+    x, y = setting.x, setting.y
+    ids = np.arange(len(x))
+    res: dict[str, Any] = {"setting": {"preset": setting.name, "eps": setting.eps, "t_star": setting.t_star,
+                                       "gradient": setting.gradient, "rel_step": setting.rel_step,
+                                       "sizes": dataclasses.asdict(s), "notes": setting.notes}}
+    ddpm = setting.make_purifier("ddpm", setting.t_star, 0, setting.gradient)
+
+    with timer("undefended"):
+        from art_diffpure.zoo import art_classifier
+        from art.attacks.evasion import ProjectedGradientDescent
+
+        plain = art_classifier(setting.model, x.shape[1:], _nb_classes(setting),
+                               device_type="cpu" if setting.device == "cpu" else "gpu")
+        with _numpy_seed(0):
+            adv = ProjectedGradientDescent(plain, eps=setting.eps, eps_step=setting.rel_step * setting.eps,
+                                           max_iter=s.max_iter, num_random_init=1, batch_size=s.batch_size,
+                                           verbose=False).generate(x, y)
+        res["undefended"] = {"clean_accuracy": float((plain.predict(x).argmax(1) == y).mean()),
+                             "robust_accuracy": float((plain.predict(adv).argmax(1) == y).mean())}
+
+    # ---- Table 2 (and the adversarial examples that Tables 1, 4, 5, 6 reuse)
+    table2: dict[str, Any] = {"aligned": [], "stochastic": []}
+    adv_aligned: dict[int, np.ndarray] = {}
+    for seed in s.seeds:
+        with timer(f"table2 aligned seed {seed}"):
+            report, adv_aligned[seed] = _run_attack(setting, ddpm, "aligned", seed, x, y)
+            table2["aligned"].append(report)
+        with timer(f"table2 stochastic seed {seed}"):
+            report, _ = _run_attack(setting, ddpm, "stochastic", seed, x, y)
+            table2["stochastic"].append(report)
+    xe, ye = x[: s.eot_images], y[: s.eot_images]
+    with timer("table2 pgd-eot"):
+        report, adv_eot = _run_attack(setting, ddpm, "stochastic", s.seeds[0], xe, ye, eot=s.eot_samples)
+        table2["pgd_eot_stochastic"] = report
+    res["table2"] = table2
+
+    # ---- Table 4: the aligned adversarial examples of seed s, tested under another fixed configuration
+    with timer("table4"):
+        runs = []
+        for seed in s.seeds:
+            pred = _predict(setting, ddpm, adv_aligned[seed], transfer_test_seed(seed), ids)
+            runs.append({"attack_seed": seed, "test_seed": transfer_test_seed(seed),
+                         "robust_accuracy": float((pred == y).mean())})
+        res["table4"] = {"runs": runs, "robust_accuracy": rp.mean_std([r["robust_accuracy"] for r in runs])}
+
+    # ---- Table 5: correlations of perturbations / gradients across configurations
+    with timer("table5"):
+        t5: dict[str, Any] = {}
+        if len(s.seeds) > 1:
+            t5["perturbation_fixed_vs_fixed"] = perturbation_correlation(x, adv_aligned[s.seeds[0]],
+                                                                         adv_aligned[s.seeds[1]])
+        t5["perturbation_eot_vs_fixed"] = perturbation_correlation(xe, adv_eot, adv_aligned[s.seeds[0]][: len(xe)])
+        t5["gradients"] = gradient_correlation(_classifier(setting, ddpm), x, y, seed_a=s.seeds[0],
+                                               seed_b=s.seeds[0] + 1, eot_samples=s.eot_samples,
+                                               batch_size=s.batch_size)
+        res["table5"] = t5
+
+    # ---- Table 6 and Table 1: per sampler at t*
+    table6, table1, fig1c = {}, {}, {}
+    samplers = ("ddpm", "reverse", "ddim")
+    for sampler in samplers:
+        purifier = ddpm if sampler == "ddpm" else setting.make_purifier(sampler, setting.t_star, 0, setting.gradient)
+        with timer(f"table6 {sampler}"):
+            if sampler == "ddpm":
+                report, x_adv = table2["aligned"][0], adv_aligned[s.seeds[0]]
+            else:
+                report, x_adv = _run_attack(setting, purifier, "aligned", s.seeds[0], x, y)
+            success = np.asarray(report["success"], dtype=bool)
+            uniform = metrics.compression_rate(purifier, x, eps=setting.eps, n_samples=s.compression_samples,
+                                               seeds=(s.seeds[0],), batch_size=s.batch_size)
+            adv_rate = metrics.compression_rate(purifier, x, perturbed=x_adv, seeds=(s.seeds[0],),
+                                                batch_size=s.batch_size)
+            per_image = np.asarray(adv_rate.per_image["l2"])
+            table6[sampler] = {
+                "compression_uniform": (uniform.mean["l2"], uniform.std["l2"]),
+                "compression_pgd_robust": _masked_mean_std(per_image, ~success),
+                "compression_pgd_nonrobust": _masked_mean_std(per_image, success),
+                "aligned_robust_accuracy": report["robust_accuracy"],
+                "clean_accuracy": report["clean_accuracy"],
+                "mean_perturbation_l2": float(np.linalg.norm((x_adv - x).reshape(len(x), -1), axis=1).mean()),
+            }
+        with timer(f"table1 {sampler}"):
+            traj = metrics.trajectory_distances(purifier, x, x_adv, seed=s.seeds[0], batch_size=s.batch_size)
+            feats = _features_fn(setting)
+            fid_before = metrics.feature_fid_from_model(feats, x_adv, x)
+            fid_after = metrics.feature_fid_from_model(feats, purifier.purify(x_adv, seed=s.seeds[0]),
+                                                       purifier.purify(x, seed=s.seeds[0]))
+            table1[sampler] = {"mean": traj.mean, "std": traj.std, "fid": (fid_before, fid_after)}
+            fig1c[sampler] = np.asarray(traj.l2_trajectory).mean(axis=1)
+    res["table6"], res["table1"] = table6, table1
+    res["fig1c"] = {k: v for k, v in fig1c.items()}
+
+    # ---- Table 7: t* sweep (compression without gradients; aligned PGD robust accuracy)
+    xs, ys = x[: s.sweep_images], y[: s.sweep_images]
+    table7: dict[str, Any] = {"t_star": list(s.t_sweep)}
+    for sampler in ("ddpm", "reverse"):
+        rows = []
+        for t in s.t_sweep:
+            with timer(f"table7 {sampler} t*={t}"):
+                purifier = setting.make_purifier(sampler, t, 0, setting.gradient)
+                rate = metrics.compression_rate(purifier, xs, eps=setting.eps, n_samples=s.compression_samples,
+                                                seeds=(s.seeds[0],), batch_size=s.batch_size)
+                report, _ = _run_attack(setting, purifier, "aligned", s.seeds[0], xs, ys)
+                rows.append({"t_star": t, "compression": rate.mean["l2"], "compression_std": rate.std["l2"],
+                             "aligned_robust_accuracy": report["robust_accuracy"],
+                             "clean_accuracy": report["clean_accuracy"]})
+        table7[sampler] = rows
+    res["table7"] = table7
+
+    # ---- Fig. 3b: the compression law over every configuration measured above
+    with timer("fig3b"):
+        points = [(table6[k]["compression_uniform"][0], table6[k]["aligned_robust_accuracy"], f"{k} t*={setting.t_star}")
+                  for k in samplers]
+        points += [(r["compression"], r["aligned_robust_accuracy"], f"{k} t*={r['t_star']}")
+                   for k in ("ddpm", "reverse") for r in table7[k]]
+        fig3b: dict[str, Any] = {"points": points}
+        try:
+            fit = metrics.fit_compression_law([p[0] for p in points], [p[1] for p in points])
+            fig3b["fit"] = fit.to_dict()
+            fig3b["fit_predict_at_0"] = float(fit.predict(0.0))
+        except (ValueError, RuntimeError) as err:  # too few or degenerate points: say so, do not invent a fit
+            fig3b["fit"] = None
+            fig3b["fit_error"] = str(err)
+        res["fig3b"] = fig3b
+
+    # ---- Tables S5, S6, Fig. 2d-f: neighbourhood analysis
+    with timer("tableS5 S6"):
+        hood = metrics.neighbourhood_analysis(ddpm, x[: s.neighbourhood_images], eps=setting.eps,
+                                              n_inputs=s.neighbourhood_inputs, n_seeds=s.neighbourhood_seeds,
+                                              seed0=s.seeds[0], batch_size=max(s.batch_size, 64))
+        res["tableS5"] = {"mean": hood.variance.mean, "std": hood.variance.std}
+        res["tableS6"] = {"mean": hood.centroids.mean, "std": hood.centroids.std}
+        res["fig2de"] = {"mean": hood.correlations.mean, "std": hood.correlations.std}
+        res["fig2f"] = {k: np.asarray(v) for k, v in hood.centroids.distributions.items()}
+
+    # ---- Robustness curves per randomness mode and the gradient-masking checklist (fixed xi)
+    from art_diffpure import diagnostics
+
+    with timer("robustness curves"):
+        curve = diagnostics.robustness_curve(
+            setting.model, x[: s.curve_images], y[: s.curve_images],
+            [f * setting.eps for f in s.curve_eps_factors], purifier=ddpm,
+            modes=("aligned", "transfer", "stochastic"), rel_step=setting.rel_step, max_iter=s.curve_max_iter,
+            seed=s.seeds[0], batch_size=s.batch_size, compression_samples=s.compression_samples,
+            nb_classes=_nb_classes(setting))
+        res["robustness_curve"] = curve.to_dict()
+    with timer("gradient-masking diagnostics"):
+        diag = diagnostics.gradient_masking_diagnostics(
+            setting.model, x[: s.diagnostics_images], y[: s.diagnostics_images], setting.eps, purifier=ddpm,
+            seed=s.seeds[0], rel_step=setting.rel_step, max_iter=s.curve_max_iter, batch_size=s.batch_size,
+            iterations=tuple(sorted({5, 10, 20, s.max_iter})), nb_classes=_nb_classes(setting))
+        res["diagnostics"] = diag.to_dict()
+
+    # ---- Fig. 3a: Jacobian spectrum
+    with timer("fig3a"):
+        jac = metrics.jacobian_spectrum(ddpm, x[: s.jacobian_images], seed=s.seeds[0], method="exact")
+        res["fig3a"] = {"singular_values": np.asarray(jac.singular_values), "mean": jac.mean, "std": jac.std,
+                        "n_dims": jac.n_dims}
+    return res
+
+
+def _features_fn(setting: Setting) -> Callable:
+    import torch
+
+    def feats(v):
+        with torch.no_grad():
+            return setting.features(torch.tensor(np.asarray(v), device=setting.device)).cpu().numpy()
+
+    return feats
+
+
+def _masked_mean_std(values: np.ndarray, mask: np.ndarray):
+    picked = values[mask]
+    picked = picked[np.isfinite(picked)]
+    return (float(picked.mean()), float(picked.std())) if len(picked) else None
+
+
+# ---------------------------------------------------------------------------------------------- report
+def write_report(results: dict[str, Any], timings: dict[str, float], out: str) -> None:
+    """report.md, results.json, timings.json and the figures."""
+    os.makedirs(out, exist_ok=True)
+    figures = _figures(results, out)
+    rp.write_json(os.path.join(out, "results.json"), results)
+    rp.write_json(os.path.join(out, "timings.json"), timings)
+    with open(os.path.join(out, "report.md"), "w") as handle:
+        handle.write(_markdown(results, timings, figures))
+
+
+def _agg(runs: list[dict], key: str):
+    return rp.mean_std([r[key] for r in runs])
+
+
+def _markdown(r: dict[str, Any], timings: dict[str, float], figures: list[str]) -> str:
+    st = r["setting"]
+    lines = [f"# art-diffpure reproduce: preset `{st['preset']}`", "",
+             f"Linf eps = {st['eps']:.4g}, t* = {st['t_star']}, gradient = {st['gradient']}, "
+             f"PGD-{st['sizes']['max_iter']} with step {st['rel_step']:.4g} x eps and one random start, "
+             f"{st['sizes']['n_images']} images, base seeds {list(st['sizes']['seeds'])}.",
+             "The paper's CIFAR-10 numbers (Liu & Wei 2025) stand beside ours for reference; the settings differ "
+             "(data set, models, eps), so compare directions, not values.", ""]
+    lines += [f"- {note}" for note in st["notes"]]
+    und = r["undefended"]
+    lines += ["", f"Undefended classifier: clean {rp.fmt(und['clean_accuracy'], percent=True)}, "
+              f"PGD robust {rp.fmt(und['robust_accuracy'], percent=True)}.", ""]
+    lines += _verdicts(r)
+
+    t2 = r["table2"]
+    eot = t2["pgd_eot_stochastic"]
+    lines += ["", "## Table 2: robustness with and without fixed randomness", "",
+              rp.table(["Fix random", "Clean (ours)", "PGD (ours)", "PGD-EOT (ours)", "Clean (paper)", "PGD (paper)",
+                        "PGD-EOT (paper)"],
+                       [["✗", rp.fmt(_agg(t2["stochastic"], "clean_accuracy"), percent=True),
+                         rp.fmt(_agg(t2["stochastic"], "robust_accuracy"), percent=True),
+                         f"{rp.fmt(eot['robust_accuracy'], percent=True)} (K={st['sizes']['eot_samples']}, "
+                         f"n={eot['n']})", *PAPER["table2"]["stochastic"].values()],
+                        ["✓", rp.fmt(_agg(t2["aligned"], "clean_accuracy"), percent=True),
+                         rp.fmt(_agg(t2["aligned"], "robust_accuracy"), percent=True), "–",
+                         *PAPER["table2"]["aligned"].values()]])]
+    t4 = r["table4"]
+    lines += ["", "## Table 4: transfer across randomness configurations", "",
+              rp.table(["Attack xi", "Test xi", "Robust acc. (ours)", "Paper (CIFAR-10)"],
+                       [["fixed s", "fixed s + 1000000007", rp.fmt(t4["robust_accuracy"], percent=True),
+                         PAPER["table4"]]])]
+    t5 = r["table5"]
+    rows = []
+    if "perturbation_fixed_vs_fixed" in t5:
+        p = t5["perturbation_fixed_vs_fixed"]
+        rows.append(["PGD (Fix) vs. PGD (Fix), perturbations", rp.fmt((p["mean"], p["std"]), 4),
+                     PAPER["table5"]["fixed_vs_fixed"]])
+    p = t5["perturbation_eot_vs_fixed"]
+    rows.append(["PGD-EOT vs. PGD (Fix), perturbations", rp.fmt((p["mean"], p["std"]), 4),
+                 PAPER["table5"]["eot_vs_fixed"]])
+    g = t5["gradients"]
+    rows.append(["fixed vs. fixed, loss gradients", rp.fmt((g["fixed_vs_fixed"]["mean"], g["fixed_vs_fixed"]["std"]), 4),
+                 "–"])
+    if g.get("eot_vs_fixed"):
+        rows.append([f"EOT-{g['eot_samples']} vs. fixed, loss gradients",
+                     rp.fmt((g["eot_vs_fixed"]["mean"], g["eot_vs_fixed"]["std"]), 4), "–"])
+    lines += ["", "## Table 5: correlations between attacks", "", rp.table(["Attacks", "Correlation (ours)", "Paper"], rows)]
+
+    t1 = r["table1"]
+    lines += ["", "## Table 1: distances to the clean images before → after purification (aligned PGD inputs)", "",
+              rp.table(["Sampling", "l2", "linf", "SSIM", "feature-FID", "paper l2", "paper linf", "paper SSIM",
+                        "paper FID"],
+                       [[k, *(f"{rp.fmt(t1[k]['mean'][m]['start'])} → {rp.fmt(t1[k]['mean'][m]['end'])}"
+                              for m in ("l2", "linf", "ssim")),
+                         f"{rp.fmt(t1[k]['fid'][0])} → {rp.fmt(t1[k]['fid'][1])}",
+                         *(f"{a} → {b}" for a, b in PAPER["table1"][k].values())] for k in t1])]
+    t6 = r["table6"]
+    lines += ["", "## Table 6: compression rates (l2) and aligned robustness per sampler", "",
+              rp.table(["Sampling", "PGD (robust)", "PGD (non-robust)", "Uniform", "PGD (Fix)", "paper: PGD (robust)",
+                        "PGD (non-robust)", "Uniform", "PGD (Fix)"],
+                       [[k, rp.fmt(t6[k]["compression_pgd_robust"]), rp.fmt(t6[k]["compression_pgd_nonrobust"]),
+                         rp.fmt(t6[k]["compression_uniform"]), rp.fmt(t6[k]["aligned_robust_accuracy"], percent=True),
+                         *PAPER["table6"][k]] for k in t6])]
+    t7 = r["table7"]
+    header = ["Model", "", *(f"t={t}" for t in t7["t_star"])]
+    rows = []
+    for k in ("ddpm", "reverse"):
+        rows.append([k, "Compress", *(rp.fmt(row["compression"]) for row in t7[k])])
+        rows.append(["", "PGD (Fix)", *(rp.fmt(row["aligned_robust_accuracy"], percent=True) for row in t7[k])])
+        rows.append(["", "Clean", *(rp.fmt(row["clean_accuracy"], percent=True) for row in t7[k])])
+        paper = PAPER["table7"]
+        ref = dict(zip(paper["t"], zip(paper[k]["compress"], paper[k]["pgd_fix"])))
+        rows.append(["", "paper Compress / PGD (Fix)",
+                     *(f"{ref[t][0]:.3f} / {100 * ref[t][1]:.1f}%" if t in ref else "–" for t in t7["t_star"])])
+    lines += ["", "## Table 7: the effect of t*", "", rp.table(header, rows)]
+
+    s5, s6 = r["tableS5"], r["tableS6"]
+    lines += ["", "## Table S5: variances (per-pixel, x1e-3) and SNR (x1e-3)", "",
+              rp.table(["", "Total Var.", "Input Var.", "Internal Var.", "SNR"],
+                       [["ours", *(rp.fmt((1e3 * s5["mean"][k], 1e3 * s5["std"][k])) for k in
+                                   ("total", "input", "internal", "snr"))],
+                        ["paper", *PAPER["tableS5"].values()]])]
+    keys = ("initial", "vary_input_fixed_xi", "vary_xi_fixed_input", "vary_both")
+    lines += ["", "## Table S6: l2 distances to the centroids", "",
+              "`vary_input_fixed_xi` is the paper's compression (fixed noise, 0.241), `vary_xi_fixed_input` its "
+              "expansion (varying noise, 3.282).", "",
+              rp.table(["", *keys], [["ours", *(rp.fmt((s6["mean"][k], s6["std"][k])) for k in keys)],
+                                     ["paper", *(PAPER["tableS6"][k] for k in keys)]])]
+    c = r["fig2de"]
+    lines += ["", "Direction correlations (Fig. 2d, 2e): vary xi, fixed input "
+              f"{rp.fmt((c['mean']['vary_xi_fixed_input'], c['std']['vary_xi_fixed_input']))} (paper 0.22); "
+              f"vary input, fixed xi {rp.fmt((c['mean']['vary_input_fixed_xi'], c['std']['vary_input_fixed_xi']))} "
+              "(paper 0.93)."]
+    j = r["fig3a"]
+    lines += ["", f"Jacobian spectrum (Fig. 3a, exact, {j['n_dims']} dims): fraction of singular values below 0.25 "
+              f"{rp.fmt(j['mean']['frac_below'])} (paper > 0.90), above 1 {rp.fmt(j['mean']['frac_above'])} "
+              "(paper 0.013)."]
+    f3 = r["fig3b"]
+    if f3.get("fit"):
+        fit = f3["fit"]
+        lines += ["", f"Compression law (Fig. 3b): sigmoid fit over {fit['n_points']} configurations, R² = "
+                  f"{fit['r2']:.3f}, parameters {', '.join(f'{k}={v:.3g}' for k, v in fit['params'].items())}; "
+                  f"extrapolated to zero compression: {rp.fmt(f3['fit_predict_at_0'], percent=True)} "
+                  f"(clean accuracy of the undefended classifier: {rp.fmt(und['clean_accuracy'], percent=True)})."]
+    else:
+        lines += ["", f"Compression law (Fig. 3b): no sigmoid fit ({f3.get('fit_error')})."]
+    curve = r["robustness_curve"]
+    header = ["eps", *curve["modes"], "undefended", "theory (undefended at α·eps)", "α (compression)"]
+    rows = []
+    for k, e in enumerate(curve["eps"]):
+        theory, alpha = curve.get("theory"), curve.get("compression_rate")
+        rows.append([rp.fmt(e), *(rp.fmt(curve["robust_accuracy"][m][k], percent=True) for m in curve["modes"]),
+                     rp.fmt(curve["undefended"][k], percent=True),
+                     rp.fmt(theory[k], percent=True) if theory else "–", rp.fmt(alpha[k]) if alpha else "–"])
+    lines += ["", f"## Robust accuracy against eps per randomness mode (PGD-{curve['config'].get('max_iter')}, "
+              f"{len(curve['success'][curve['modes'][0]][0])} images)", "", rp.table(header, rows)]
+    lines += [f"- {note}" for note in curve.get("notes", [])]
+    from art_diffpure.diagnostics import diagnostics_table
+
+    lines += ["", "## Gradient-masking diagnostics (fixed randomness)", "", diagnostics_table(r["diagnostics"])]
+    lines += ["", "## Figures", ""] + [f"![{name}]({name})" for name in figures]
+    lines += ["", "## Timings (this machine)", "", rp.table(["Step", "Seconds"],
+                                                             [[k, f"{v:.1f}"] for k, v in timings.items()
+                                                              if not k.startswith("results")])]
+    return "\n".join(lines) + "\n"
+
+
+def _verdicts(r: dict[str, Any]) -> list[str]:
+    """Plain statements of where our measurements agree or disagree with the paper's direction."""
+    out = ["## Agreement with the paper's claims", ""]
+    t2 = r["table2"]
+    aligned = _agg(t2["aligned"], "robust_accuracy")[0]
+    stochastic = _agg(t2["stochastic"], "robust_accuracy")[0]
+    out.append(f"- Aligned robust accuracy {100 * aligned:.1f}% vs stochastic {100 * stochastic:.1f}%: "
+               + ("aligned is lower, as in the paper." if aligned < stochastic else
+                  "aligned is NOT lower here, unlike the paper."))
+    transfer = r["table4"]["robust_accuracy"][0]
+    out.append(f"- Transfer across configurations gives {100 * transfer:.1f}%: "
+               + ("higher than aligned, as in the paper (the attack is a transfer attack)." if transfer > aligned
+                  else "NOT higher than aligned, unlike the paper."))
+    und = r["undefended"]["robust_accuracy"]
+    out.append(f"- Aligned robust accuracy {100 * aligned:.1f}% vs undefended {100 * und:.1f}%: "
+               + ("the purifier keeps a real (randomness-free) gain, as in the paper." if aligned > und else
+                  "no gain over the undefended classifier, unlike the paper."))
+    t1 = r["table1"]
+    pushed = all(t1[k]["mean"]["l2"]["end"] > t1[k]["mean"]["l2"]["start"] for k in t1)
+    out.append("- Purified outputs are " + ("farther from the clean images than the inputs (l2) for every sampler, "
+                                              "as in the paper." if pushed else
+                                              "NOT farther from the clean images for every sampler, unlike the paper."))
+    s6 = r["tableS6"]["mean"]
+    out.append(f"- Fixed-xi radius {s6['vary_input_fixed_xi']:.3f} vs initial {s6['initial']:.3f} vs varying-xi "
+               f"{s6['vary_xi_fixed_input']:.3f}: " +
+               ("compression under fixed xi and expansion under varying xi, as in the paper."
+                if s6["vary_input_fixed_xi"] < s6["initial"] < s6["vary_xi_fixed_input"] else
+                "the paper's compression/expansion pattern does NOT hold here."))
+    snr = r["tableS5"]["mean"]["snr"]
+    out.append(f"- SNR {snr:.3g}: " + ("internal randomness dominates (SNR < 1), as in the paper." if snr < 1 else
+                                       "input variability dominates, unlike the paper."))
+    t6 = r["table6"]
+    order = sorted(t6, key=lambda k: t6[k]["compression_uniform"][0])
+    acc_order = sorted(t6, key=lambda k: -t6[k]["aligned_robust_accuracy"])
+    out.append(f"- Samplers by compression rate (lowest first): {', '.join(order)}; by aligned robust accuracy "
+               f"(highest first): {', '.join(acc_order)}: " +
+               ("the orders agree, as the paper's law predicts." if order == acc_order else
+                "the orders differ: compression does not predict the ranking here."))
+    fit = r["fig3b"].get("fit")
+    if fit:
+        out.append(f"- Sigmoid law R² = {fit['r2']:.3f} over {fit['n_points']} configurations.")
+    return out
+
+
+def _figures(r: dict[str, Any], out: str) -> list[str]:
+    names = []
+    fig, ax = rp.new_figure()
+    for k, v in r["fig1c"].items():
+        ax.plot(np.arange(len(v)), v, label=k)
+    ax.axhline(r["table1"]["ddpm"]["mean"]["l2"]["start"], color="grey", ls=":", label="input (start)")
+    ax.set_xlabel("purification state (input, forward noising, reverse steps)")
+    ax.set_ylabel("mean l2 distance to the clean image")
+    ax.set_title("Fig. 1c: distance along the purification trajectory")
+    ax.legend()
+    names.append(os.path.basename(rp.save_figure(fig, out, "fig1c_trajectory_l2.png")))
+
+    fig, ax = rp.new_figure()
+    labels = {"initial": "initial neighbourhood", "vary_input_fixed_xi": "fixed xi, vary input",
+              "vary_xi_fixed_input": "fixed input, vary xi", "vary_both": "vary both"}
+    for k, v in r["fig2f"].items():
+        ax.hist(np.asarray(v), bins=40, alpha=0.5, label=labels.get(k, k))
+    ax.set_xlabel("l2 distance to centroid")
+    ax.set_ylabel("count")
+    ax.set_title("Fig. 2f: distances to centroids")
+    ax.legend()
+    names.append(os.path.basename(rp.save_figure(fig, out, "fig2f_centroid_distances.png")))
+
+    fig, ax = rp.new_figure()
+    sv = np.asarray(r["fig3a"]["singular_values"])
+    ax.hist(sv.ravel(), bins=50)
+    ax.axvline(0.25, color="grey", ls=":")
+    ax.axvline(1.0, color="grey", ls="--")
+    ax.set_xlabel("singular value of J_f(x0), fixed xi")
+    ax.set_ylabel("count")
+    ax.set_title("Fig. 3a: Jacobian spectrum")
+    names.append(os.path.basename(rp.save_figure(fig, out, "fig3a_jacobian_spectrum.png")))
+
+    fig, ax = rp.new_figure()
+    pts = r["fig3b"]["points"]
+    for c, acc, label in pts:
+        ax.scatter(c, acc, s=18)
+        ax.annotate(label, (c, acc), fontsize=6)
+    fit = r["fig3b"].get("fit")
+    if fit:
+        from art_diffpure.metrics import CompressionLawFit
+
+        law = CompressionLawFit(model=fit["model"], params=fit["params"], r2=fit["r2"], n_points=fit["n_points"])
+        grid = np.linspace(0, max(p[0] for p in pts) * 1.1, 200)
+        ax.plot(grid, law.predict(grid), color="k", lw=1, label=f"sigmoid fit, R²={fit['r2']:.2f}")
+        ax.legend()
+    ax.set_xlabel("compression rate (uniform, l2)")
+    ax.set_ylabel("aligned robust accuracy")
+    ax.set_title("Fig. 3b: compression vs aligned robustness")
+    names.append(os.path.basename(rp.save_figure(fig, out, "fig3b_compression_law.png")))
+    from art_diffpure.diagnostics import plot_robustness_curve
+
+    fig = plot_robustness_curve(r["robustness_curve"], title="Robust accuracy against eps per randomness mode")
+    names.append(os.path.basename(rp.save_figure(fig, out, "robustness_curve.png")))
+    return names
+
+
+# ---------------------------------------------------------------------------------------------- entry
+def run_preset(args) -> dict[str, Any]:
+    """Build the preset's setting, run it, write the report; returns the results."""
+    import torch
+
+    if args.preset == "digits":
+        if not _torch_device_ok(args.device):
+            raise PresetUnavailable(f"device {args.device!r} is not available")
+        setting = digits_setting(args.quick, args.device, args.n_images, args.seeds, not args.no_progress)
+    elif args.preset == "cifar10":
+        setting = cifar10_setting(args)
+    else:
+        setting = imagenet_setting(args)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    torch.use_deterministic_algorithms(False)
+    timer = _Timer()
+    t0 = time.perf_counter()
+    results = run_experiments(setting, timer)
+    timings = {k: v for k, v in timer.times.items()}
+    results = _strip_timings(results, "results", timings)
+    timings["total"] = time.perf_counter() - t0
+    write_report(results, timings, args.out)
+    print(f"report written to {os.path.join(args.out, 'report.md')} ({timings['total']:.0f} s)")
+    return results
