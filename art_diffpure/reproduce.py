@@ -76,6 +76,7 @@ class Sizes:
     curve_images: int
     curve_max_iter: int
     diagnostics_images: int
+    square_queries: int
     batch_size: int
 
 
@@ -94,7 +95,6 @@ class Setting:
     device: str
     features: Callable[[Any], Any]  # penultimate features for the feature-FID
     gradient: str = "full"
-    rel_step: float = 0.01 / 0.3
     verbose: bool = True
     notes: list[str] = field(default_factory=list)
 
@@ -103,14 +103,22 @@ class Setting:
 # Sized to the budget of 2 CPU cores (one sample through one gradient step of the digits UNet costs about
 # 0.5 ms, so a PGD-40 attack at t*=100 costs about 2 s per image): fewer images than the paper, same protocol.
 DIGITS_DEFAULT = Sizes(n_images=32, seeds=(0, 1, 2), max_iter=40, eot_samples=15, eot_images=8,
-                       t_sweep=(10, 20, 50, 100, 200), sweep_images=32, compression_samples=8,
+                       t_sweep=(10, 20, 50, 100), sweep_images=32, compression_samples=8,
                        neighbourhood_images=16, neighbourhood_inputs=16, neighbourhood_seeds=16, jacobian_images=8,
-                       curve_eps_factors=(0.25, 0.5, 1.0, 1.5), curve_images=16, curve_max_iter=20,
-                       diagnostics_images=8, batch_size=128)
+                       curve_eps_factors=(0.5, 1.0, 1.5), curve_images=16, curve_max_iter=10,
+                       diagnostics_images=8, square_queries=50, batch_size=128)
 DIGITS_QUICK = Sizes(n_images=8, seeds=(0, 1), max_iter=5, eot_samples=3, eot_images=4, t_sweep=(10, 50, 100),
                      sweep_images=8, compression_samples=4, neighbourhood_images=3, neighbourhood_inputs=5,
                      neighbourhood_seeds=5, jacobian_images=2, curve_eps_factors=(0.5, 1.0), curve_images=6,
-                     curve_max_iter=5, diagnostics_images=4, batch_size=64)
+                     curve_max_iter=5, diagnostics_images=4, square_queries=10, batch_size=64)
+
+
+def rel_step(max_iter: int) -> float:
+    """
+    PGD step as a fraction of eps. The paper's protocol (foolbox LinfPGD: 40 steps of eps/30) moves 4/3 eps in
+    all; shorter attacks keep that total so they still cover the ball: 40 iterations give exactly eps/30.
+    """
+    return (0.01 / 0.3) * 40 / max_iter
 
 
 def digits_setting(quick: bool, device: str, n_images: int | None, seeds: list[int] | None,
@@ -186,7 +194,7 @@ def cifar10_setting(args) -> Setting:
                   t_sweep=(10, 20, 50, 100, 150, 200, 300), sweep_images=n, compression_samples=16,
                   neighbourhood_images=50, neighbourhood_inputs=50, neighbourhood_seeds=50, jacobian_images=50,
                   curve_eps_factors=(0.25, 0.5, 1.0, 2.0), curve_images=min(n, 200), curve_max_iter=40,
-                  diagnostics_images=min(n, 64), batch_size=args.batch_size or 32)
+                  diagnostics_images=min(n, 64), square_queries=1000, batch_size=args.batch_size or 32)
 
     def make_purifier(sampler="ddpm", t_star=100, seed=0, gradient="full"):
         return DiffusionPurifier.from_pretrained(diffusion, t_star=t_star, sampler=sampler, seed=seed,
@@ -259,7 +267,7 @@ def imagenet_setting(args) -> Setting:
     sizes = Sizes(n_images=n, seeds=tuple(args.seeds or (0, 1, 2)), max_iter=40, eot_samples=15, eot_images=n,
                   t_sweep=(), sweep_images=0, compression_samples=8, neighbourhood_images=0, neighbourhood_inputs=0,
                   neighbourhood_seeds=0, jacobian_images=0, curve_eps_factors=(), curve_images=0, curve_max_iter=0,
-                  diagnostics_images=0, batch_size=args.batch_size or (4 if gradient == "full" else 16))
+                  diagnostics_images=0, square_queries=0, batch_size=args.batch_size or (4 if gradient == "full" else 16))
 
     def make_purifier(sampler="ddpm", t_star=150, seed=0, gradient=gradient):
         return DiffusionPurifier.from_pretrained(diffusion, t_star=t_star, sampler=sampler, seed=seed,
@@ -267,8 +275,7 @@ def imagenet_setting(args) -> Setting:
                                                  batch_size=sizes.batch_size, generator_seed=0)
 
     return Setting("imagenet", model, make_purifier, x, y, 4 / 255, 150, sizes, args.device,
-                   _penultimate_features(model), gradient=gradient, rel_step=0.01 / 0.3,
-                   verbose=not args.no_progress)
+                   _penultimate_features(model), gradient=gradient, verbose=not args.no_progress)
 
 
 def _hub_cached(repo_id: str) -> bool:
@@ -327,9 +334,10 @@ def _attack(setting: Setting, purifier, randomness: str, seed: int, eot: int = 1
     from art_diffpure.attack import RandomnessAlignedAttack
 
     eps = setting.eps if eps is None else eps
+    max_iter = max_iter or setting.sizes.max_iter
     return RandomnessAlignedAttack(
         _classifier(setting, purifier), randomness=randomness, eot_samples=eot, seed=seed, eps=eps,
-        eps_step=setting.rel_step * eps, max_iter=max_iter or setting.sizes.max_iter, num_random_init=1,
+        eps_step=rel_step(max_iter) * eps, max_iter=max_iter, num_random_init=1,
         batch_size=setting.sizes.batch_size, verbose=False)
 
 
@@ -394,7 +402,7 @@ def run_experiments(setting: Setting, timer: _Timer) -> dict[str, Any]:
     x, y = setting.x, setting.y
     ids = np.arange(len(x))
     res: dict[str, Any] = {"setting": {"preset": setting.name, "eps": setting.eps, "t_star": setting.t_star,
-                                       "gradient": setting.gradient, "rel_step": setting.rel_step,
+                                       "gradient": setting.gradient, "rel_step": rel_step(s.max_iter),
                                        "sizes": dataclasses.asdict(s), "notes": setting.notes}}
     ddpm = setting.make_purifier("ddpm", setting.t_star, 0, setting.gradient)
 
@@ -405,7 +413,7 @@ def run_experiments(setting: Setting, timer: _Timer) -> dict[str, Any]:
         plain = art_classifier(setting.model, x.shape[1:], _nb_classes(setting),
                                device_type="cpu" if setting.device == "cpu" else "gpu")
         with _numpy_seed(0):
-            adv = ProjectedGradientDescent(plain, eps=setting.eps, eps_step=setting.rel_step * setting.eps,
+            adv = ProjectedGradientDescent(plain, eps=setting.eps, eps_step=rel_step(s.max_iter) * setting.eps,
                                            max_iter=s.max_iter, num_random_init=1, batch_size=s.batch_size,
                                            verbose=False).generate(x, y)
         res["undefended"] = {"clean_accuracy": float((plain.predict(x).argmax(1) == y).mean()),
@@ -449,7 +457,7 @@ def run_experiments(setting: Setting, timer: _Timer) -> dict[str, Any]:
         res["table5"] = t5
 
     # ---- Table 6 and Table 1: per sampler at t*
-    table6, table1, fig1c = {}, {}, {}
+    table6, table1, fig1c, reports6 = {}, {}, {}, {}
     samplers = ("ddpm", "reverse", "ddim")
     for sampler in samplers:
         purifier = ddpm if sampler == "ddpm" else setting.make_purifier(sampler, setting.t_star, 0, setting.gradient)
@@ -458,6 +466,7 @@ def run_experiments(setting: Setting, timer: _Timer) -> dict[str, Any]:
                 report, x_adv = table2["aligned"][0], adv_aligned[s.seeds[0]]
             else:
                 report, x_adv = _run_attack(setting, purifier, "aligned", s.seeds[0], x, y)
+            reports6[sampler] = report
             success = np.asarray(report["success"], dtype=bool)
             uniform = metrics.compression_rate(purifier, x, eps=setting.eps, n_samples=s.compression_samples,
                                                seeds=(s.seeds[0],), batch_size=s.batch_size)
@@ -493,7 +502,10 @@ def run_experiments(setting: Setting, timer: _Timer) -> dict[str, Any]:
                 purifier = setting.make_purifier(sampler, t, 0, setting.gradient)
                 rate = metrics.compression_rate(purifier, xs, eps=setting.eps, n_samples=s.compression_samples,
                                                 seeds=(s.seeds[0],), batch_size=s.batch_size)
-                report, _ = _run_attack(setting, purifier, "aligned", s.seeds[0], xs, ys)
+                if t == setting.t_star and len(xs) == len(x):  # the same attack ran for Table 2 / Table 6
+                    report = table2["aligned"][0] if sampler == "ddpm" else reports6[sampler]
+                else:
+                    report, _ = _run_attack(setting, purifier, "aligned", s.seeds[0], xs, ys)
                 rows.append({"t_star": t, "compression": rate.mean["l2"], "compression_std": rate.std["l2"],
                              "aligned_robust_accuracy": report["robust_accuracy"],
                              "clean_accuracy": report["clean_accuracy"]})
@@ -533,15 +545,17 @@ def run_experiments(setting: Setting, timer: _Timer) -> dict[str, Any]:
         curve = diagnostics.robustness_curve(
             setting.model, x[: s.curve_images], y[: s.curve_images],
             [f * setting.eps for f in s.curve_eps_factors], purifier=ddpm,
-            modes=("aligned", "transfer", "stochastic"), rel_step=setting.rel_step, max_iter=s.curve_max_iter,
+            modes=("aligned", "transfer", "stochastic"), rel_step=rel_step(s.curve_max_iter), max_iter=s.curve_max_iter,
             seed=s.seeds[0], batch_size=s.batch_size, compression_samples=s.compression_samples,
             nb_classes=_nb_classes(setting))
         res["robustness_curve"] = curve.to_dict()
     with timer("gradient-masking diagnostics"):
         diag = diagnostics.gradient_masking_diagnostics(
             setting.model, x[: s.diagnostics_images], y[: s.diagnostics_images], setting.eps, purifier=ddpm,
-            seed=s.seeds[0], rel_step=setting.rel_step, max_iter=s.curve_max_iter, batch_size=s.batch_size,
-            iterations=tuple(sorted({5, 10, 20, s.max_iter})), nb_classes=_nb_classes(setting))
+            seed=s.seeds[0], rel_step=rel_step(s.curve_max_iter), max_iter=s.curve_max_iter,
+            batch_size=s.batch_size, square_queries=s.square_queries,
+            iterations=tuple(sorted({max(1, s.curve_max_iter // 2), s.curve_max_iter, 2 * s.curve_max_iter})),
+            nb_classes=_nb_classes(setting))
         res["diagnostics"] = diag.to_dict()
 
     # ---- Fig. 3a: Jacobian spectrum
