@@ -1,0 +1,224 @@
+"""B1: the paper's evaluation pipeline, rebuilt as a baseline, against our aligned PGD.
+
+Baseline ("paper"), as Liu & Wei (2025) describe it (Appendix B, Table S1): batch size 1, plain autograd
+through the whole chain (no checkpointing), a ``torch.Generator`` RESEEDED right before every noise draw
+with ``hash(s, i, 2t)`` (forward) / ``hash(s, i, 2t + 1)`` (reverse step t), diffusers'
+``DDPMScheduler.add_noise`` / ``DDPMScheduler.step(..., generator=gen)``, and a foolbox-style ``LinfPGD``
+loop (one uniform random start, 40 steps of ``rel_stepsize * eps = eps / 30``, sign of the gradient, clip to
+[0, 1], projection onto the eps-ball) calling a per-image purify + classify.
+
+Ours: :class:`art_diffpure.RandomnessAlignedAttack` (``randomness="aligned"``, one batch of N images, the
+purifier's default gradient checkpointing, aligned noise cached per batch).
+
+Both use the same xi (same seed hash) and the same random start (ART draws it from numpy seeded with
+``seed_hash(s, first id, 0)``; the baseline draws the identical array), so robust accuracy and the
+adversarial examples should agree up to float round-off between batch sizes.
+
+    python benchmarks/b1_paper_pipeline.py            # N=16, t*=100, PGD-40 (a few minutes on 2 CPU cores)
+    python benchmarks/b1_paper_pipeline.py --smoke    # seconds
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+import _common as common  # noqa: E402  (sets sys.path)
+
+NAME = "b1_paper_pipeline"
+
+
+def paper_seed(s: int, i: int, t: int) -> int:
+    """Eq. 13 of the paper: ((p_s s) XOR (p_i i) XOR (p_t t)) mod 2^32 (the same primes as art_diffpure.noise)."""
+    from art_diffpure.noise import P_I, P_S, P_T
+
+    return ((P_S * s) ^ (P_I * i) ^ (P_T * t)) % 2**32
+
+
+class PaperPipeline:
+    """Per-image purify + classify, reseeding the generator before every noise draw (no caching, no checkpoint)."""
+
+    def __init__(self, unet, scheduler, classifier, t_star: int, seed: int) -> None:
+        import torch
+
+        self.unet, self.scheduler, self.classifier = unet, scheduler, classifier
+        self.t_star, self.seed = t_star, seed
+        self.gen = torch.Generator(device="cpu")
+        self.noise_time = 0.0  # seconds spent reseeding + drawing noise (forward + reverse)
+
+    def logits(self, x, sample_id: int):
+        """``x``: (1, 1, 8, 8) in [0, 1]; autograd flows through every step when ``x`` requires grad."""
+        import torch
+
+        sched, gen, s = self.scheduler, self.gen, self.seed
+        z = x * 2.0 - 1.0
+        t_top = self.t_star - 1
+        t0 = time.perf_counter()
+        gen.manual_seed(paper_seed(s, sample_id, 2 * t_top))  # forward step: hash(s, i, 2t)
+        eps = torch.randn(z.shape, generator=gen)
+        self.noise_time += time.perf_counter() - t0
+        x_t = sched.add_noise(z, eps, torch.tensor([t_top]))
+        for t in range(t_top, -1, -1):
+            eps_hat = self.unet(x_t, torch.tensor([t])).sample
+            t0 = time.perf_counter()
+            gen.manual_seed(paper_seed(s, sample_id, 2 * t + 1))  # reverse step: hash(s, i, 2t + 1)
+            self.noise_time += time.perf_counter() - t0
+            x_t = sched.step(eps_hat, t, x_t, generator=gen).prev_sample  # draws its noise from gen
+        return self.classifier((x_t.clamp(-1.0, 1.0) + 1.0) / 2.0)
+
+
+def paper_linf_pgd(pipe: PaperPipeline, x: np.ndarray, y: np.ndarray, start: np.ndarray, eps: float,
+                   steps: int, rel_stepsize: float = 0.01 / 0.3):
+    """foolbox-style LinfPGD, one image at a time: random start (given), sign steps, clip, projection."""
+    import torch
+
+    loss_fn = torch.nn.CrossEntropyLoss()
+    eps_step = torch.tensor(np.float32(rel_stepsize * eps))
+    eps_t = torch.tensor(np.float32(eps))
+    x_adv_all = np.empty_like(x)
+    per_image = []
+    for i in range(len(x)):
+        t0 = time.perf_counter()
+        x0 = torch.from_numpy(x[i:i + 1])
+        label = torch.tensor([int(y[i])])
+        x_adv = (x0 + torch.from_numpy(start[i:i + 1])).clamp(0.0, 1.0)
+        for _ in range(steps):
+            x_adv = x_adv.detach().requires_grad_(True)
+            loss = loss_fn(pipe.logits(x_adv, i), label)
+            (grad,) = torch.autograd.grad(loss, x_adv)
+            with torch.no_grad():
+                x_adv = (x_adv + eps_step * grad.sign()).clamp(0.0, 1.0)
+                x_adv = x0 + torch.maximum(torch.minimum(x_adv - x0, eps_t), -eps_t)
+        x_adv_all[i] = x_adv.detach().numpy()[0]
+        per_image.append(time.perf_counter() - t0)
+    return x_adv_all, per_image
+
+
+def paper_predict(pipe: PaperPipeline, x: np.ndarray) -> np.ndarray:
+    import torch
+
+    with torch.no_grad():
+        return np.array([int(pipe.logits(torch.from_numpy(x[i:i + 1]), i).argmax()) for i in range(len(x))])
+
+
+def main(argv=None) -> dict:
+    p = common.parser(__doc__.splitlines()[0])
+    p.add_argument("--n-images", type=int, default=None)
+    p.add_argument("--t-star", type=int, default=None)
+    p.add_argument("--steps", type=int, default=None)
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+    threads = common.setup_threads(args.threads)
+    n = args.n_images or (2 if args.smoke else 16)
+    t_star = args.t_star or (3 if args.smoke else 100)
+    steps = args.steps or (2 if args.smoke else 40)
+
+    import torch
+
+    from art_diffpure.attack import RandomnessAlignedAttack
+    from art_diffpure.noise import aligned_noise, seed_hash
+
+    eps, eps_source = common.recommended_eps()
+    x, y = common.digits_data(n)
+    classifier, purifier, sources = common.digits_setup(t_star, checkpoint=True, seed=args.seed, batch_size=256)
+    clf_model = classifier.model
+    scheduler = purifier.scheduler
+
+    # ---- ours: aligned PGD-40 on one batch of n images
+    attack = RandomnessAlignedAttack(classifier, randomness="aligned", seed=args.seed, eps=eps, eps_step=eps / 30,
+                                     max_iter=steps, num_random_init=1, batch_size=n)
+    ours = attack.evaluate(x, y)
+    x_adv_ours = attack.last_x_adv
+
+    # ---- the paper's pipeline, with the random start ART drew (numpy seeded with seed_hash(s, ids[0], 0))
+    state = np.random.get_state()
+    np.random.seed(seed_hash(args.seed, 0, 0))
+    start = np.random.uniform(-eps, eps, (n, int(np.prod(x.shape[1:])))).reshape(x.shape).astype(np.float32)
+    np.random.set_state(state)
+    pipe = PaperPipeline(purifier.model, scheduler, clf_model, t_star, args.seed)
+    t0 = time.perf_counter()
+    x_adv_paper, per_image = paper_linf_pgd(pipe, x, y, start, eps, steps)
+    t_attack_paper = time.perf_counter() - t0
+    noise_time_attack = pipe.noise_time
+    adv_pred_paper = paper_predict(pipe, x_adv_paper)
+    clean_pred_paper = paper_predict(pipe, x)
+    t_paper = time.perf_counter() - t0
+
+    robust_paper = float((adv_pred_paper == y).mean())
+    agree = (adv_pred_paper == np.array(ours["adv_pred"]))
+
+    # ---- noise generation share (item 7): one aligned-noise build per batch vs one loss gradient
+    ids = list(range(n))
+    t0 = time.perf_counter()
+    aligned_noise([args.seed] * n, ids, list(range(t_star - 1, -1, -1)), (1, 8, 8), reverse=True)
+    aligned_noise([args.seed] * n, ids, [t_star - 1], (1, 8, 8), reverse=False)
+    t_noise = time.perf_counter() - t0
+    purifier._noise_cache.clear()
+    t0 = time.perf_counter()
+    attack.loss_gradient(x, y)  # cold cache: builds the noise
+    t_grad_cold = time.perf_counter() - t0
+    times, _ = common.timed(lambda: attack.loss_gradient(x, y), repeats=args.repeats or (1 if args.smoke else 3))
+    t_grad = common.median(times)
+
+    # ---- per image-iteration gradient throughput, side by side: paper (batch 1) vs ours at several batches,
+    # with and without checkpointing (one loss gradient = one PGD iteration)
+    import torch
+
+    def paper_grad():
+        xi = torch.from_numpy(x[:1]).requires_grad_(True)
+        loss = torch.nn.functional.cross_entropy(pipe.logits(xi, 0), torch.tensor([int(y[0])]))
+        return torch.autograd.grad(loss, xi)[0]
+
+    reps = args.repeats or (1 if args.smoke else 3)
+    throughput = {"paper_batch1_s_per_image_iteration": common.median(common.timed(paper_grad, reps)[0])}
+    for b in ([2] if args.smoke else [n, 64]):
+        xb, yb = common.digits_data(b)
+        for ck in (True, False):
+            purifier.checkpoint = ck
+            tb, _ = common.timed(lambda: attack.loss_gradient(xb, yb), reps, warmup=1)
+            throughput[f"ours_batch{b}_checkpoint_{ck}_s_per_image_iteration"] = common.median(tb) / b
+    purifier.checkpoint = True
+    throughput = {k: v for k, v in throughput.items()}
+    for k in list(throughput):
+        if k.startswith("ours"):
+            throughput[k.replace("_s_per_image_iteration", "_speedup_vs_paper")] = (
+                throughput["paper_batch1_s_per_image_iteration"] / throughput[k])
+
+    ours_time = ours["wall_time_s"]
+    result = {
+        "benchmark": NAME,
+        "smoke": bool(args.smoke),
+        "settings": {"n_images": n, "t_star": t_star, "pgd_steps": steps, "eps": eps, "eps_source": eps_source,
+                     "eps_step": eps / 30, "seed": args.seed, "threads": threads, "models": sources},
+        "ours": {"wall_time_s": ours_time, "attack_time_s": ours["attack_time_s"],
+                 "robust_accuracy": ours["robust_accuracy"], "clean_accuracy": ours["clean_accuracy"],
+                 "adv_pred": ours["adv_pred"], "batch_size": n, "checkpoint": True},
+        "paper": {"wall_time_s": t_paper, "attack_time_s": t_attack_paper,
+                  "per_image_attack_s_median": common.median(per_image),
+                  "robust_accuracy": robust_paper, "clean_accuracy": float((clean_pred_paper == y).mean()),
+                  "adv_pred": adv_pred_paper.tolist(), "batch_size": 1, "checkpoint": False,
+                  "noise_reseed_draw_s_during_attack": noise_time_attack,
+                  "noise_share_of_attack": noise_time_attack / t_attack_paper},
+        "speedup": t_paper / ours_time,
+        "speedup_attack_only": t_attack_paper / ours["attack_time_s"],
+        "robust_accuracy_diff_points": 100.0 * abs(robust_paper - ours["robust_accuracy"]),
+        "adv_pred_agreement": float(agree.mean()),
+        "x_adv_max_abs_diff": float(np.abs(x_adv_paper - x_adv_ours).max()),
+        "x_adv_frac_pixels_differing_gt_1e-4": float((np.abs(x_adv_paper - x_adv_ours) > 1e-4).mean()),
+        "noise": {"aligned_noise_build_s": t_noise, "loss_gradient_cold_s": t_grad_cold,
+                  "loss_gradient_warm_median_s": t_grad, "loss_gradient_repeats_s": times,
+                  "noise_share_of_one_gradient": t_noise / t_grad,
+                  "noise_share_of_pgd_attack": t_noise / ours["attack_time_s"]},
+        "gradient_throughput": throughput,
+        "targets": {"speedup_at_least": 5.0, "robust_accuracy_within_points": 2.0},
+    }
+    result["targets"]["speedup_met"] = result["speedup"] >= 5.0
+    result["targets"]["accuracy_met"] = result["robust_accuracy_diff_points"] <= 2.0
+    print(f"ours {ours_time:.1f}s robust {ours['robust_accuracy']:.3f} | paper {t_paper:.1f}s robust "
+          f"{robust_paper:.3f} | speedup {result['speedup']:.2f}x")
+    common.write_json(result, args.out, NAME)
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,69 @@
+"""Print a markdown summary of benchmarks/results/*.json (the figures BENCHMARKS.md reports).
+
+    python benchmarks/summarize.py [results_dir]
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def load(directory: str, name: str):
+    path = os.path.join(directory, f"{name}.json")
+    if not os.path.isfile(path):
+        return None
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def main(directory: str | None = None) -> None:
+    directory = directory or os.path.join(HERE, "results")
+    b1 = load(directory, "b1_paper_pipeline")
+    if b1:
+        s = b1["settings"]
+        print(f"## B1 ({b1['environment']['command']}; {s['n_images']} images, t*={s['t_star']}, "
+              f"PGD-{s['pgd_steps']}, eps={s['eps']:.4g}, {s['threads']} threads)")
+        print(f"- ours {b1['ours']['wall_time_s']:.1f} s (attack {b1['ours']['attack_time_s']:.1f} s), robust "
+              f"{b1['ours']['robust_accuracy']:.4f}; paper {b1['paper']['wall_time_s']:.1f} s (attack "
+              f"{b1['paper']['attack_time_s']:.1f} s), robust {b1['paper']['robust_accuracy']:.4f}")
+        print(f"- speedup {b1['speedup']:.2f}x (attack only {b1['speedup_attack_only']:.2f}x); robust-accuracy "
+              f"difference {b1['robust_accuracy_diff_points']:.2f} points; adv_pred agreement "
+              f"{b1['adv_pred_agreement']:.3f}; max |x_adv diff| {b1['x_adv_max_abs_diff']:.2e}")
+        print(f"- noise: {b1['noise']}")
+        print(f"- paper reseed+draw share of its attack: {b1['paper']['noise_share_of_attack']:.4f}")
+        print(f"- gradient throughput: {json.dumps(b1.get('gradient_throughput'), indent=1)}")
+    b2 = load(directory, "b2_memory")
+    if b2:
+        print(f"## B2 ({b2['environment']['command']}; metric {b2['metric']})")
+        print("| model | batch | t* | checkpoint | peak - baseline (MiB) | time (s) |")
+        print("|---|---|---|---|---|---|")
+        for r in b2["rows"]:
+            key = b2["metric"]
+            print(f"| {r['model']} | {r['batch']} | {r['t_star']} | {r['checkpoint']} | {r[key]:.1f} | "
+                  f"{r['time_s']:.1f} |")
+        print(f"summary: {json.dumps(b2['summary'], indent=1)}")
+    b3 = load(directory, "b3_eot")
+    if b3:
+        print(f"## B3 ({b3['environment']['command']})")
+        print(f"- batched {b3['batched_median_s']:.2f} s {b3['batched_s']}, sequential {b3['sequential_median_s']:.2f}"
+              f" s {b3['sequential_s']}, speedup {b3['speedup']:.2f}x, max rel diff {b3['grad_max_rel_diff']:.2e}, "
+              f"cosine {b3['grad_cosine']:.8f}")
+    b4 = load(directory, "b4_compression_cost")
+    if b4:
+        print(f"## B4 ({b4['environment']['command']})")
+        print(f"- compression {b4['compression_rate_median_s']:.2f} s {b4['compression_rate_s']}, rate "
+              f"{b4['compression_rate_l2']:.4f}; PGD {b4['pgd_median_s']:.1f} s, robust {b4['robust_accuracy']:.4f}; "
+              f"ratio {b4['cost_ratio']:.1f}x")
+    for name in ("b1_paper_pipeline", "b2_memory", "b3_eot", "b4_compression_cost"):
+        d = load(directory, name)
+        if d:
+            e = d["environment"]
+            print(f"- {name}: {e['date_utc']} load {e['loadavg_at_start']} threads {e['torch_threads']} "
+                  f"cpu {e['cpu']} torch {e['torch']} diffusers {e['diffusers']} art {e['art']}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1] if len(sys.argv) > 1 else None)
