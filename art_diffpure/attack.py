@@ -167,6 +167,7 @@ class _RandomnessState:
         self.sample_ids: np.ndarray | None = None
         self.configs: list[int] | None = None  # attack base seeds (one per EOT configuration); None = fresh
         self.eot_samples = 1
+        self.separation = np.inf
         self.single_config: int | None = None  # looped EOT: the one configuration of this call
         self.current: tuple[Any, Any] | None = None  # (per-row seeds or None, per-row ids) of the call in flight
 
@@ -174,6 +175,11 @@ class _RandomnessState:
         self.active = True
         self.x_clean = x_clean.reshape(len(x_clean), -1)
         self.sample_ids = np.asarray(sample_ids, dtype=np.int64)
+        # The smallest Linf distance between two clean samples of the batch (computed once per batch, row by
+        # row to bound memory): it lets row_ids skip the all-pairs search for full-batch calls.
+        flat = self.x_clean
+        self.separation = min((float(np.abs(flat[a + 1:] - flat[a]).max(axis=1).min()) for a in range(len(flat) - 1)),
+                              default=np.inf)
         self.configs = configs
         self.eot_samples = eot
         self.single_config = None
@@ -181,6 +187,7 @@ class _RandomnessState:
     def clear(self) -> None:
         self.active = False
         self.x_clean = self.sample_ids = self.configs = None
+        self.separation = np.inf
         self.current = None
         self.single_config = None
 
@@ -195,6 +202,12 @@ class _RandomnessState:
         n = len(self.x_clean)
         if n == 1:
             return np.repeat(self.sample_ids, len(x))
+        if len(x) == n:
+            # Fast path, same answer: if every row is within half the clean samples' separation of its own
+            # sample, that sample is strictly nearest (triangle inequality).
+            own = np.abs(x - self.x_clean).max(axis=1)
+            if 2 * own.max() < self.separation:
+                return self.sample_ids.copy()
         dist = np.abs(x[:, None, :] - self.x_clean[None, :, :]).max(axis=2)  # (m, n)
         out = np.empty(len(x), dtype=np.int64)
         used = np.zeros(n, dtype=bool)

@@ -15,6 +15,7 @@ is either fresh on every call (``seed=None``) or fixed per sample through the se
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
 import math
 import os
@@ -35,6 +36,8 @@ logger = logging.getLogger(__name__)
 SAMPLERS = ("ddpm", "reverse", "ddim")
 GRADIENTS = ("full", "bpda")
 FORWARD_NOISING = ("one_shot", "multistep")
+#: Bytes of aligned noise kept cached (an attack revisits its batch, or K EOT configurations of it).
+NOISE_CACHE_BYTES = 1 << 30
 
 
 class DiffusionPurifier(PreprocessorPyTorch):
@@ -141,6 +144,10 @@ class DiffusionPurifier(PreprocessorPyTorch):
         self.reseed_fresh(generator_seed)
         self._context: tuple[Any, Any] | None = None  # (seeds, sample_ids) fixed by randomness()
         self._noise_cache: OrderedDict = OrderedDict()
+        # Step coefficients are read from a CPU copy: diffusers' add_noise moves alphas_cumprod to the device,
+        # after which every float() of a coefficient would be a host-device synchronisation.
+        self._cpu_scheduler = copy.deepcopy(scheduler)
+        self._cpu_scheduler.alphas_cumprod = self._cpu_scheduler.alphas_cumprod.cpu()
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -210,19 +217,26 @@ class DiffusionPurifier(PreprocessorPyTorch):
             raise ValueError(f"Got {len(seeds)} seeds and {len(ids)} sample_ids for a batch of {n} samples")
         return seeds.tolist(), ids.tolist()
 
-    def _noise(self, rows: tuple[list[int], list[int]] | None, n: int, steps: list[int], shape, reverse: bool):
-        """Noise ``(len(steps), n, *shape)``; aligned noise is cached since it does not depend on x."""
+    def _noise(self, rows: tuple[list[int], list[int]] | None, n: int, steps: list[int], shape, reverse: bool,
+               like: "torch.Tensor"):
+        """
+        Noise ``(len(steps), n, *shape)`` on ``like``'s device and dtype. Aligned noise does not depend on x:
+        it is drawn once per batch and cached on the device, so attack iterations reuse it.
+        """
         import torch
 
         if rows is None:
-            return torch.randn((len(steps), n, *shape), generator=self._fresh_generator)
-        key = (tuple(rows[0]), tuple(rows[1]), tuple(steps), tuple(shape), reverse)
+            return torch.randn((len(steps), n, *shape), generator=self._fresh_generator).to(like.device, like.dtype)
+        key = (tuple(rows[0]), tuple(rows[1]), tuple(steps), tuple(shape), reverse, like.device, like.dtype)
         if key in self._noise_cache:
             self._noise_cache.move_to_end(key)
             return self._noise_cache[key]
-        noise = aligned_noise(rows[0], rows[1], steps, shape, reverse)
+        noise = aligned_noise(rows[0], rows[1], steps, shape, reverse).to(like.device, like.dtype)
         self._noise_cache[key] = noise
-        while len(self._noise_cache) > 8:  # an attack revisits the same few batches
+        def cached_bytes():
+            return sum(v.numel() * v.element_size() for v in self._noise_cache.values())
+
+        while len(self._noise_cache) > 2 and cached_bytes() > NOISE_CACHE_BYTES:  # keep the latest batch's pair
             self._noise_cache.popitem(last=False)
         return noise
 
@@ -319,10 +333,10 @@ class DiffusionPurifier(PreprocessorPyTorch):
         if self.sampler == "reverse":
             x_t = z
         elif self.forward_noising == "one_shot":
-            eps = self._noise(rows, z.shape[0], [t_top], shape, reverse=False)[0].to(z.device, z.dtype)
+            eps = self._noise(rows, z.shape[0], [t_top], shape, reverse=False, like=z)[0]
             x_t = sched.add_noise(z, eps, torch.full((z.shape[0],), t_top, dtype=torch.long, device=z.device))
         else:
-            eps = self._noise(rows, z.shape[0], list(range(self.t_star)), shape, reverse=False).to(z.device, z.dtype)
+            eps = self._noise(rows, z.shape[0], list(range(self.t_star)), shape, reverse=False, like=z)
             x_t = z
             for t in range(self.t_star):
                 beta = float(sched.betas[t])
@@ -337,7 +351,7 @@ class DiffusionPurifier(PreprocessorPyTorch):
         if self.sampler == "ddim":
             noise = None
         else:
-            noise = self._noise(rows, z.shape[0], steps, shape, reverse=True).to(z.device, z.dtype)
+            noise = self._noise(rows, z.shape[0], steps, shape, reverse=True, like=z)
         for k in tqdm(range(len(steps)), desc="Reverse steps", disable=not self.verbose, leave=False):
             step_noise = None if noise is None else noise[k]
             if self.checkpoint and torch.is_grad_enabled() and x_t.requires_grad:
@@ -376,7 +390,7 @@ class DiffusionPurifier(PreprocessorPyTorch):
             ddim = self._ddim_scheduler()
             eps = model_output[:, : x_t.shape[1]]  # learned-variance models: DDIM uses eps only
             return ddim.step(eps, t, x_t, eta=0.0).prev_sample
-        return ddpm_step(self.scheduler, model_output, t, x_t, noise)
+        return ddpm_step(self._cpu_scheduler, model_output, t, x_t, noise)
 
     def _ddim_scheduler(self):
         key = (id(self.scheduler), self._ddim_stride())
