@@ -64,9 +64,9 @@ def child(spec: dict) -> dict:
     purifier._noise_cache.clear()
     del xw
     purifier._noise(purifier._row_randomness(spec["batch"], None, None), spec["batch"],
-                    purifier._reverse_timesteps(), shape, reverse=True)
+                    purifier._reverse_timesteps(), shape, reverse=True, like=x)
     purifier._noise(purifier._row_randomness(spec["batch"], None, None), spec["batch"],
-                    [spec["t_star"] - 1], shape, reverse=False)
+                    [spec["t_star"] - 1], shape, reverse=False, like=x)
     if device == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
