@@ -2,7 +2,7 @@
 
 A lower compression rate ||f(x) - f(x0)|| / ||x - x0|| under fixed randomness predicts higher
 aligned robustness; it costs a few purifications per image instead of a 40-step attack.
-Run: python examples/compression_rate.py   (about 20 s on 2 CPU cores)
+Run: python examples/compression_rate.py   (about 20 s on 2 idle CPU cores)
 """
 from art_diffpure.data import load_digits_split
 from art_diffpure.embedded import load_digits_purifier, load_provenance
