@@ -64,6 +64,7 @@ class DiffusionPurifier(PreprocessorPyTorch):
         "seed",
         "gradient",
         "checkpoint",
+        "checkpoint_budget_bytes",
         "batch_size",
         "clip_values",
         "channels_first",
@@ -80,13 +81,14 @@ class DiffusionPurifier(PreprocessorPyTorch):
         sampler: str = "ddpm",
         seed: int | None = None,
         gradient: str = "full",
-        checkpoint: bool = True,
+        checkpoint: bool | str = "auto",
         batch_size: int = 32,
         clip_values: tuple[float, float] = (0.0, 1.0),
         channels_first: bool = True,
         forward_noising: str = "one_shot",
         ddim_steps: int | None = None,
         generator_seed: int | None = None,
+        checkpoint_budget_bytes: int | None = None,
         device_type: str = "gpu",
         apply_fit: bool = False,
         apply_predict: bool = True,
@@ -105,7 +107,12 @@ class DiffusionPurifier(PreprocessorPyTorch):
             or an int base seed ``s`` for fixed randomness xi (sample ``i``, step ``t`` seeded by
             ``hash(s, i, 2t)`` forward and ``hash(s, i, 2t+1)`` reverse).
         :param gradient: ``"full"`` (exact autograd through every step) or ``"bpda"`` (identity backward).
-        :param checkpoint: gradient checkpointing around each reverse step, so memory does not grow with ``t_star``.
+        :param checkpoint: gradient checkpointing around each reverse step, so memory does not grow with ``t_star``
+            (it recomputes every step in the backward pass, ~35-80% more time). ``"auto"`` (default) measures the
+            autograd memory of the first reverse step and checkpoints the rest of the chain only if the whole
+            un-checkpointed chain would exceed ``checkpoint_budget_bytes``; ``True``/``False`` force it.
+        :param checkpoint_budget_bytes: memory budget of ``checkpoint="auto"``; default: half of the memory free
+            on the device when the chain runs (``torch.cuda.mem_get_info``, or ``MemAvailable`` on CPU).
         :param batch_size: internal batch size; ART's ``predict`` hands the whole dataset at once.
         :param clip_values: range of the input, mapped to the model's [-1, 1] and back.
         :param channels_first: ``True`` for NCHW input, ``False`` for NHWC.
@@ -128,6 +135,8 @@ class DiffusionPurifier(PreprocessorPyTorch):
         self.seed = seed
         self.gradient = gradient
         self.checkpoint = checkpoint
+        self.checkpoint_budget_bytes = checkpoint_budget_bytes
+        self.last_checkpointed: bool | None = None  # what the latest differentiable chain did (for "auto")
         self.batch_size = batch_size
         self.clip_values = clip_values
         self.channels_first = channels_first
@@ -352,9 +361,15 @@ class DiffusionPurifier(PreprocessorPyTorch):
             noise = None
         else:
             noise = self._noise(rows, z.shape[0], steps, shape, reverse=True, like=z)
+        differentiable = torch.is_grad_enabled() and x_t.requires_grad
+        use_checkpoint = differentiable and self.checkpoint is True
         for k in tqdm(range(len(steps)), desc="Reverse steps", disable=not self.verbose, leave=False):
             step_noise = None if noise is None else noise[k]
-            if self.checkpoint and torch.is_grad_enabled() and x_t.requires_grad:
+            if differentiable and k == 0 and self.checkpoint == "auto":
+                # Run the first step plainly, measure what its graph keeps, and decide for the rest of the chain.
+                step_bytes, x_t = self._graph_bytes(self._reverse_step, x_t, steps[k], step_noise)
+                use_checkpoint = step_bytes * len(steps) > self._checkpoint_budget(x_t.device)
+            elif use_checkpoint:
                 from torch.utils.checkpoint import checkpoint
 
                 # No RNG inside the checkpointed region: the noise is an input, so recomputation is exact.
@@ -364,7 +379,48 @@ class DiffusionPurifier(PreprocessorPyTorch):
                 x_t = self._reverse_step(x_t, steps[k], step_noise)
             if return_trajectory:
                 trajectory.append(x_t)
+        if differentiable:
+            self.last_checkpointed = use_checkpoint
         return x_t, (torch.stack(trajectory) if return_trajectory else None)
+
+    def _graph_bytes(self, fn: Callable, *args) -> tuple[int, Any]:
+        """Run ``fn(*args)`` and count the bytes of the distinct tensor storages its autograd graph saves.
+        Frozen model weights and the tensors in ``args[1:]`` (the cached noise) exist anyway: not counted."""
+        import torch
+
+        params = list(self.model.parameters()) if isinstance(self.model, torch.nn.Module) else []
+        params += [a for a in args[1:] if isinstance(a, torch.Tensor)]
+        seen = {p.untyped_storage().data_ptr() for p in params}
+        total = 0
+
+        def pack(t):
+            nonlocal total
+            storage = t.untyped_storage()
+            if storage.data_ptr() not in seen:
+                seen.add(storage.data_ptr())
+                total += storage.nbytes()
+            return t
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            out = fn(*args)
+        return total, out
+
+    def _checkpoint_budget(self, device: "torch.device") -> int:
+        """Bytes the un-checkpointed chain may keep: the explicit budget, else half of the free device memory."""
+        import torch
+
+        if self.checkpoint_budget_bytes is not None:
+            return int(self.checkpoint_budget_bytes)
+        if device.type == "cuda":
+            return torch.cuda.mem_get_info(device)[0] // 2
+        try:
+            with open("/proc/meminfo") as f:
+                for line in f:
+                    if line.startswith("MemAvailable:"):
+                        return int(line.split()[1]) * 1024 // 2
+        except OSError:
+            pass
+        return 2 << 30  # no way to ask: 2 GiB
 
     def _reverse_timesteps(self) -> list[int]:
         if self.sampler != "ddim":
@@ -459,6 +515,11 @@ class DiffusionPurifier(PreprocessorPyTorch):
             raise ValueError(f"Unknown forward_noising {self.forward_noising!r}; expected one of {FORWARD_NOISING}")
         if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)) or self.seed < 0):
             raise ValueError(f"seed must be None or a non-negative int, got {self.seed!r}")
+        if self.checkpoint not in (True, False, "auto"):
+            raise ValueError(f"checkpoint must be True, False or 'auto', got {self.checkpoint!r}")
+        if self.checkpoint_budget_bytes is not None and (
+                not isinstance(self.checkpoint_budget_bytes, (int, np.integer)) or self.checkpoint_budget_bytes < 0):
+            raise ValueError(f"checkpoint_budget_bytes must be None or a non-negative int, got {self.checkpoint_budget_bytes!r}")
         if not isinstance(self.batch_size, (int, np.integer)) or self.batch_size < 1:
             raise ValueError(f"batch_size must be a positive int, got {self.batch_size!r}")
         if len(self.clip_values) != 2 or not self.clip_values[0] < self.clip_values[1]:

@@ -175,7 +175,7 @@ def recommended_eps(default: float = 0.1) -> tuple[float, str]:
     return default, "default (provenance.json has no recommended_eps yet)"
 
 
-def digits_setup(t_star: int, checkpoint: bool = True, seed: int | None = 0, batch_size: int = 256):
+def digits_setup(t_star: int, checkpoint: bool | str = True, seed: int | None = 0, batch_size: int = 256):
     """``(art_classifier, purifier, sources)`` on the embedded digits models (random weights if missing)."""
     from art.estimators.classification import PyTorchClassifier
     import torch

@@ -159,6 +159,51 @@ def test_checkpointing_gives_same_gradient(sampler, images):
     torch.testing.assert_close(grads[0], grads[1], atol=1e-6, rtol=1e-5)
 
 
+@pytest.mark.parametrize("sampler", SAMPLERS)
+def test_auto_checkpoint_follows_the_memory_budget(sampler, images):
+    """"auto" checkpoints only when the measured un-checkpointed chain exceeds the budget; gradients unchanged."""
+    classifier = tiny_classifier()
+    y = torch.tensor([0, 1, 2, 3, 4, 5])
+    grads, used = [], []
+    for budget in (0, 1 << 40, None):
+        purifier = make_purifier(t_star=6, sampler=sampler, seed=4, checkpoint="auto", checkpoint_budget_bytes=budget)
+        x = torch.tensor(images, requires_grad=True)
+        _loss_fn(purifier, classifier, y)(x).backward()
+        grads.append(x.grad)
+        used.append(purifier.last_checkpointed)
+    assert used[:2] == [True, False]  # budget 0 forces it, 1 TiB never needs it
+    assert used[2] is False  # a tiny chain fits in half of this machine's free memory
+    for g in grads[1:]:
+        torch.testing.assert_close(grads[0], g, atol=1e-6, rtol=1e-5)
+    # no graph, no decision: predictions leave last_checkpointed alone
+    purifier.purify(images)
+    assert purifier.last_checkpointed is False
+
+
+def test_graph_bytes_counts_saved_activations_not_weights(images):
+    purifier = make_purifier(t_star=3, seed=1)
+    z = torch.tensor(images, requires_grad=True) * 2 - 1
+    noise = torch.zeros_like(z)
+    nbytes, out = purifier._graph_bytes(purifier._reverse_step, z, 2, noise)
+    assert out.requires_grad
+    weights = sum(p.numel() * 4 for p in purifier.model.parameters())
+    # at least the step's input is saved; the activations are a few copies of a 6x1x8x8 batch per layer
+    assert z.numel() * 4 <= nbytes < weights + 1_000_000
+    # measured with every storage: bigger, since frozen weights are saved by the convolutions
+    seen, everything = set(), 0
+
+    def pack(t):
+        nonlocal everything
+        if t.untyped_storage().data_ptr() not in seen:
+            seen.add(t.untyped_storage().data_ptr())
+            everything += t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        purifier._reverse_step(z, 2, noise)
+    assert everything > nbytes
+
+
 def test_bpda_gradient_is_classifier_gradient_at_purified_point(images):
     purifier = make_purifier(t_star=6, seed=4, gradient="bpda")
     classifier = tiny_classifier()
@@ -249,6 +294,8 @@ def test_bad_inputs_raise(bad, message):
     (dict(batch_size=0), "batch_size"),
     (dict(clip_values=(1.0, 0.0)), "clip_values"),
     (dict(seed=-1), "seed"),
+    (dict(checkpoint="sometimes"), "checkpoint"),
+    (dict(checkpoint_budget_bytes=-5), "checkpoint_budget_bytes"),
 ])
 def test_bad_parameters_raise(kwargs, message):
     with pytest.raises(ValueError, match=message):
