@@ -21,6 +21,9 @@ def _reproduce_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", default=None, help="cifar10/imagenet: dataset directory")
     parser.add_argument("--full-gradient", action="store_true", help="imagenet: full-gradient PGD instead of BPDA")
     parser.add_argument("--batch-size", type=int, default=None, help="attack batch size")
+    parser.add_argument("--jobs", type=int, default=None,
+                        help="processes for the independent experiments (default: one per CPU core, at most 4; "
+                             "1 on a GPU); results do not depend on it up to float round-off of thread counts")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 

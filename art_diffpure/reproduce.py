@@ -137,9 +137,10 @@ def digits_setting(quick: bool, device: str, n_images: int | None, seeds: list[i
     model = load_digits_classifier(device=device)
 
     def make_purifier(sampler: str = "ddpm", t_star: int = 100, seed: int | None = 0, gradient: str = "full"):
-        # No checkpointing: for this tiny UNet the stored activations fit easily and recomputing costs 40%.
+        # "auto": this tiny UNet's graph usually fits (no recomputation, ~40% faster); the Jacobian and EOT batches
+        # may not, and then the purifier checkpoints them.
         return load_digits_purifier(sampler=sampler, t_star=t_star, seed=seed, gradient=gradient,
-                                    device_type="cpu" if device == "cpu" else "gpu", checkpoint=False,
+                                    device_type="cpu" if device == "cpu" else "gpu", checkpoint="auto",
                                     batch_size=sizes.batch_size, generator_seed=0)
 
     t_star = 20 if quick else 100  # the paper's t* = 0.1 of 1000 steps; the smoke run is shorter
@@ -395,12 +396,150 @@ def _strip_timings(obj: Any, path: str, sink: dict) -> Any:
 
 
 # ---------------------------------------------------------------------------------------------- experiments
-def run_experiments(setting: Setting, timer: _Timer) -> dict[str, Any]:
-    """Run every experiment of the setting and return plain results (no files written here)."""
+# The expensive experiments are independent jobs (an attack, a compression estimate, the neighbourhood analysis,
+# ...). Each builds its own purifier and seeds every global RNG from nothing but its own arguments, so its result
+# does not depend on which process runs it or in what order: `--jobs N` runs them in N processes (a UNet at these
+# batch sizes uses one core about as well as two, so N single-threaded processes are ~N times faster on a CPU).
+Job = tuple  # (timer name, kind, kwargs)
+
+
+def _jobs(setting: Setting) -> list[Job]:
+    """Every independent experiment of the digits/cifar10 presets, roughly longest first (for load balance)."""
+    s, t_star = setting.sizes, setting.t_star
+    jobs: list[Job] = [
+        ("gradient-masking diagnostics", "diagnostics", {}),
+        ("robustness curves", "curve", {}),
+        ("table2 pgd-eot", "attack", dict(sampler="ddpm", t_star=t_star, randomness="stochastic", seed=s.seeds[0],
+                                          n=s.eot_images, eot=s.eot_samples)),
+    ]
+    for seed in s.seeds:
+        jobs += [(f"table2 aligned seed {seed}", "attack", dict(sampler="ddpm", t_star=t_star, randomness="aligned",
+                                                              seed=seed, n=s.n_images)),
+                 (f"table2 stochastic seed {seed}", "attack", dict(sampler="ddpm", t_star=t_star,
+                                                                  randomness="stochastic", seed=seed, n=s.n_images))]
+    jobs += [(f"table6 {k} attack", "attack", dict(sampler=k, t_star=t_star, randomness="aligned", seed=s.seeds[0],
+                                                  n=s.n_images)) for k in ("reverse", "ddim")]
+    jobs += [("tableS5 S6", "neighbourhood", {})]
+    for sampler in ("ddpm", "reverse"):
+        for t in s.t_sweep:
+            if not (t == t_star and s.sweep_images == s.n_images):  # else Table 2 / Table 6 ran this attack
+                jobs.append((f"table7 {sampler} t*={t} attack", "attack", dict(
+                    sampler=sampler, t_star=t, randomness="aligned", seed=s.seeds[0], n=s.sweep_images)))
+    jobs += [("table5 gradients", "gradient_correlation", {}), ("fig3a", "jacobian", {})]
+    jobs += [(f"table6 {k} compression", "compression", dict(sampler=k, t_star=t_star, n=s.n_images))
+             for k in ("ddpm", "reverse", "ddim")]
+    jobs += [(f"table7 {k} t*={t} compression", "compression", dict(sampler=k, t_star=t, n=s.sweep_images))
+             for k in ("ddpm", "reverse") for t in s.t_sweep]
+    return jobs
+
+
+def _run_job(setting: Setting, kind: str, kw: dict[str, Any]) -> Any:
+    """Run one job on a fresh purifier; the global RNGs are reset first so results do not depend on scheduling."""
     import torch
 
+    from art_diffpure import diagnostics, metrics
+    from art_diffpure.attack import gradient_correlation
+
+    np.random.seed(0)
+    torch.manual_seed(0)
+    s, x, y = setting.sizes, setting.x, setting.y
+    purifier = setting.make_purifier(kw.get("sampler", "ddpm"), kw.get("t_star", setting.t_star), 0,
+                                     setting.gradient)
+    if kind == "attack":
+        n = kw["n"]
+        return _run_attack(setting, purifier, kw["randomness"], kw["seed"], x[:n], y[:n], eot=kw.get("eot", 1))
+    if kind == "compression":
+        rate = metrics.compression_rate(purifier, x[: kw["n"]], eps=setting.eps, n_samples=s.compression_samples,
+                                        seeds=(s.seeds[0],), batch_size=s.batch_size)
+        return {"mean": rate.mean["l2"], "std": rate.std["l2"]}
+    if kind == "neighbourhood":
+        hood = metrics.neighbourhood_analysis(purifier, x[: s.neighbourhood_images], eps=setting.eps,
+                                              n_inputs=s.neighbourhood_inputs, n_seeds=s.neighbourhood_seeds,
+                                              seed0=s.seeds[0], batch_size=max(s.batch_size, 64))
+        return {"tableS5": {"mean": hood.variance.mean, "std": hood.variance.std},
+                "tableS6": {"mean": hood.centroids.mean, "std": hood.centroids.std},
+                "fig2de": {"mean": hood.correlations.mean, "std": hood.correlations.std},
+                "fig2f": {k: np.asarray(v) for k, v in hood.centroids.distributions.items()}}
+    if kind == "gradient_correlation":
+        return gradient_correlation(_classifier(setting, purifier), x, y, seed_a=s.seeds[0], seed_b=s.seeds[0] + 1,
+                                    eot_samples=s.eot_samples, batch_size=s.batch_size)
+    if kind == "curve":
+        curve = diagnostics.robustness_curve(
+            setting.model, x[: s.curve_images], y[: s.curve_images],
+            [f * setting.eps for f in s.curve_eps_factors], purifier=purifier,
+            modes=("aligned", "transfer", "stochastic"), rel_step=rel_step(s.curve_max_iter), max_iter=s.curve_max_iter,
+            seed=s.seeds[0], batch_size=s.batch_size, compression_samples=s.compression_samples,
+            nb_classes=_nb_classes(setting))
+        return curve.to_dict()
+    if kind == "diagnostics":
+        diag = diagnostics.gradient_masking_diagnostics(
+            setting.model, x[: s.diagnostics_images], y[: s.diagnostics_images], setting.eps, purifier=purifier,
+            seed=s.seeds[0], rel_step=rel_step(s.curve_max_iter), max_iter=s.curve_max_iter,
+            batch_size=s.batch_size, square_queries=s.square_queries,
+            iterations=tuple(sorted({max(1, s.curve_max_iter // 2), s.curve_max_iter, 2 * s.curve_max_iter})),
+            nb_classes=_nb_classes(setting))
+        return diag.to_dict()
+    if kind == "jacobian":
+        jac = metrics.jacobian_spectrum(purifier, x[: s.jacobian_images], seed=s.seeds[0], method="exact")
+        return {"singular_values": np.asarray(jac.singular_values), "mean": jac.mean, "std": jac.std,
+                "n_dims": jac.n_dims}
+    raise ValueError(f"Unknown job kind {kind!r}")
+
+
+_WORKER: dict[str, Any] = {}
+
+
+def _worker_init(args: Any, threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+    logging.basicConfig(level=logging.WARNING)
+    _WORKER["setting"] = build_setting(args)
+
+
+def _worker_run(job: Job) -> tuple[str, Any, float]:
+    name, kind, kw = job
+    t0 = time.perf_counter()
+    return name, _run_job(_WORKER["setting"], kind, kw), time.perf_counter() - t0
+
+
+def _run_jobs(setting: Setting, jobs: list[Job], n_procs: int, args: Any, timer: "_Timer") -> dict[str, Any]:
+    """Results of ``jobs`` by name: in this process (``n_procs <= 1``) or in ``n_procs`` spawned processes."""
+    from tqdm.auto import tqdm
+
+    out: dict[str, Any] = {}
+    bar = tqdm(total=len(jobs), desc="Experiments", disable=not setting.verbose)
+    if n_procs <= 1 or args is None:
+        for name, kind, kw in jobs:
+            with timer(name):
+                out[name] = _run_job(setting, kind, kw)
+            bar.update()
+    else:
+        import concurrent.futures
+        import multiprocessing
+
+        import torch
+
+        threads = max(1, torch.get_num_threads() // n_procs)
+        logger.info("%d experiments in %d processes of %d thread(s)", len(jobs), n_procs, threads)
+        with concurrent.futures.ProcessPoolExecutor(n_procs, mp_context=multiprocessing.get_context("spawn"),
+                                                    initializer=_worker_init, initargs=(args, threads)) as pool:
+            for future in concurrent.futures.as_completed([pool.submit(_worker_run, job) for job in jobs]):
+                name, result, seconds = future.result()
+                out[name], timer.times[name] = result, seconds
+                logger.info("%s done (%.0f s)", name, seconds)
+                bar.update()
+    bar.close()
+    return out
+
+
+def run_experiments(setting: Setting, timer: "_Timer", n_procs: int = 1, args: Any = None) -> dict[str, Any]:
+    """
+    Run every experiment of the setting and return plain results (no files written here). With ``n_procs > 1``
+    the independent experiments run in that many processes, each rebuilding the setting from ``args``.
+    """
     from art_diffpure import metrics
-    from art_diffpure.attack import gradient_correlation, perturbation_correlation, transfer_test_seed
+    from art_diffpure.attack import perturbation_correlation, transfer_test_seed
 
     s = setting.sizes
     x, y = setting.x, setting.y
@@ -408,7 +547,6 @@ def run_experiments(setting: Setting, timer: _Timer) -> dict[str, Any]:
     res: dict[str, Any] = {"setting": {"preset": setting.name, "eps": setting.eps, "t_star": setting.t_star,
                                        "gradient": setting.gradient, "rel_step": rel_step(s.max_iter),
                                        "sizes": dataclasses.asdict(s), "notes": setting.notes}}
-    ddpm = setting.make_purifier("ddpm", setting.t_star, 0, setting.gradient)
 
     with timer("undefended"):
         from art_diffpure.zoo import art_classifier
@@ -423,20 +561,18 @@ def run_experiments(setting: Setting, timer: _Timer) -> dict[str, Any]:
         res["undefended"] = {"clean_accuracy": float((plain.predict(x).argmax(1) == y).mean()),
                              "robust_accuracy": float((plain.predict(adv).argmax(1) == y).mean())}
 
+    done = _run_jobs(setting, _jobs(setting), n_procs, args, timer)
+    ddpm = setting.make_purifier("ddpm", setting.t_star, 0, setting.gradient)
+
     # ---- Table 2 (and the adversarial examples that Tables 1, 4, 5, 6 reuse)
     table2: dict[str, Any] = {"aligned": [], "stochastic": []}
     adv_aligned: dict[int, np.ndarray] = {}
     for seed in s.seeds:
-        with timer(f"table2 aligned seed {seed}"):
-            report, adv_aligned[seed] = _run_attack(setting, ddpm, "aligned", seed, x, y)
-            table2["aligned"].append(report)
-        with timer(f"table2 stochastic seed {seed}"):
-            report, _ = _run_attack(setting, ddpm, "stochastic", seed, x, y)
-            table2["stochastic"].append(report)
-    xe, ye = x[: s.eot_images], y[: s.eot_images]
-    with timer("table2 pgd-eot"):
-        report, adv_eot = _run_attack(setting, ddpm, "stochastic", s.seeds[0], xe, ye, eot=s.eot_samples)
-        table2["pgd_eot_stochastic"] = report
+        report, adv_aligned[seed] = done[f"table2 aligned seed {seed}"]
+        table2["aligned"].append(report)
+        table2["stochastic"].append(done[f"table2 stochastic seed {seed}"][0])
+    xe = x[: s.eot_images]
+    table2["pgd_eot_stochastic"], adv_eot = done["table2 pgd-eot"]
     res["table2"] = table2
 
     # ---- Table 4: the aligned adversarial examples of seed s, tested under another fixed configuration
@@ -449,16 +585,13 @@ def run_experiments(setting: Setting, timer: _Timer) -> dict[str, Any]:
         res["table4"] = {"runs": runs, "robust_accuracy": rp.mean_std([r["robust_accuracy"] for r in runs])}
 
     # ---- Table 5: correlations of perturbations / gradients across configurations
-    with timer("table5"):
-        t5: dict[str, Any] = {}
-        if len(s.seeds) > 1:
-            t5["perturbation_fixed_vs_fixed"] = perturbation_correlation(x, adv_aligned[s.seeds[0]],
-                                                                         adv_aligned[s.seeds[1]])
-        t5["perturbation_eot_vs_fixed"] = perturbation_correlation(xe, adv_eot, adv_aligned[s.seeds[0]][: len(xe)])
-        t5["gradients"] = gradient_correlation(_classifier(setting, ddpm), x, y, seed_a=s.seeds[0],
-                                               seed_b=s.seeds[0] + 1, eot_samples=s.eot_samples,
-                                               batch_size=s.batch_size)
-        res["table5"] = t5
+    t5: dict[str, Any] = {}
+    if len(s.seeds) > 1:
+        t5["perturbation_fixed_vs_fixed"] = perturbation_correlation(x, adv_aligned[s.seeds[0]],
+                                                                     adv_aligned[s.seeds[1]])
+    t5["perturbation_eot_vs_fixed"] = perturbation_correlation(xe, adv_eot, adv_aligned[s.seeds[0]][: len(xe)])
+    t5["gradients"] = done["table5 gradients"]
+    res["table5"] = t5
 
     # ---- Table 6 and Table 1: per sampler at t*
     table6, table1, fig1c, reports6 = {}, {}, {}, {}
@@ -469,16 +602,15 @@ def run_experiments(setting: Setting, timer: _Timer) -> dict[str, Any]:
             if sampler == "ddpm":
                 report, x_adv = table2["aligned"][0], adv_aligned[s.seeds[0]]
             else:
-                report, x_adv = _run_attack(setting, purifier, "aligned", s.seeds[0], x, y)
+                report, x_adv = done[f"table6 {sampler} attack"]
             reports6[sampler] = report
             success = np.asarray(report["success"], dtype=bool)
-            uniform = metrics.compression_rate(purifier, x, eps=setting.eps, n_samples=s.compression_samples,
-                                               seeds=(s.seeds[0],), batch_size=s.batch_size)
+            uniform = done[f"table6 {sampler} compression"]
             adv_rate = metrics.compression_rate(purifier, x, perturbed=x_adv, seeds=(s.seeds[0],),
                                                 batch_size=s.batch_size)
             per_image = np.asarray(adv_rate.per_image["l2"])
             table6[sampler] = {
-                "compression_uniform": (uniform.mean["l2"], uniform.std["l2"]),
+                "compression_uniform": (uniform["mean"], uniform["std"]),
                 "compression_pgd_robust": _masked_mean_std(per_image, ~success),
                 "compression_pgd_nonrobust": _masked_mean_std(per_image, success),
                 "aligned_robust_accuracy": report["robust_accuracy"],
@@ -497,22 +629,18 @@ def run_experiments(setting: Setting, timer: _Timer) -> dict[str, Any]:
     res["fig1c"] = {k: v for k, v in fig1c.items()}
 
     # ---- Table 7: t* sweep (compression without gradients; aligned PGD robust accuracy)
-    xs, ys = x[: s.sweep_images], y[: s.sweep_images]
     table7: dict[str, Any] = {"t_star": list(s.t_sweep)}
     for sampler in ("ddpm", "reverse"):
         rows = []
         for t in s.t_sweep:
-            with timer(f"table7 {sampler} t*={t}"):
-                purifier = setting.make_purifier(sampler, t, 0, setting.gradient)
-                rate = metrics.compression_rate(purifier, xs, eps=setting.eps, n_samples=s.compression_samples,
-                                                seeds=(s.seeds[0],), batch_size=s.batch_size)
-                if t == setting.t_star and len(xs) == len(x):  # the same attack ran for Table 2 / Table 6
-                    report = table2["aligned"][0] if sampler == "ddpm" else reports6[sampler]
-                else:
-                    report, _ = _run_attack(setting, purifier, "aligned", s.seeds[0], xs, ys)
-                rows.append({"t_star": t, "compression": rate.mean["l2"], "compression_std": rate.std["l2"],
-                             "aligned_robust_accuracy": report["robust_accuracy"],
-                             "clean_accuracy": report["clean_accuracy"]})
+            rate = done[f"table7 {sampler} t*={t} compression"]
+            if t == setting.t_star and s.sweep_images == s.n_images:  # the same attack ran for Table 2 / Table 6
+                report = table2["aligned"][0] if sampler == "ddpm" else reports6[sampler]
+            else:
+                report = done[f"table7 {sampler} t*={t} attack"][0]
+            rows.append({"t_star": t, "compression": rate["mean"], "compression_std": rate["std"],
+                         "aligned_robust_accuracy": report["robust_accuracy"],
+                         "clean_accuracy": report["clean_accuracy"]})
         table7[sampler] = rows
     res["table7"] = table7
 
@@ -532,41 +660,11 @@ def run_experiments(setting: Setting, timer: _Timer) -> dict[str, Any]:
             fig3b["fit_error"] = str(err)
         res["fig3b"] = fig3b
 
-    # ---- Tables S5, S6, Fig. 2d-f: neighbourhood analysis
-    with timer("tableS5 S6"):
-        hood = metrics.neighbourhood_analysis(ddpm, x[: s.neighbourhood_images], eps=setting.eps,
-                                              n_inputs=s.neighbourhood_inputs, n_seeds=s.neighbourhood_seeds,
-                                              seed0=s.seeds[0], batch_size=max(s.batch_size, 64))
-        res["tableS5"] = {"mean": hood.variance.mean, "std": hood.variance.std}
-        res["tableS6"] = {"mean": hood.centroids.mean, "std": hood.centroids.std}
-        res["fig2de"] = {"mean": hood.correlations.mean, "std": hood.correlations.std}
-        res["fig2f"] = {k: np.asarray(v) for k, v in hood.centroids.distributions.items()}
-
-    # ---- Robustness curves per randomness mode and the gradient-masking checklist (fixed xi)
-    from art_diffpure import diagnostics
-
-    with timer("robustness curves"):
-        curve = diagnostics.robustness_curve(
-            setting.model, x[: s.curve_images], y[: s.curve_images],
-            [f * setting.eps for f in s.curve_eps_factors], purifier=ddpm,
-            modes=("aligned", "transfer", "stochastic"), rel_step=rel_step(s.curve_max_iter), max_iter=s.curve_max_iter,
-            seed=s.seeds[0], batch_size=s.batch_size, compression_samples=s.compression_samples,
-            nb_classes=_nb_classes(setting))
-        res["robustness_curve"] = curve.to_dict()
-    with timer("gradient-masking diagnostics"):
-        diag = diagnostics.gradient_masking_diagnostics(
-            setting.model, x[: s.diagnostics_images], y[: s.diagnostics_images], setting.eps, purifier=ddpm,
-            seed=s.seeds[0], rel_step=rel_step(s.curve_max_iter), max_iter=s.curve_max_iter,
-            batch_size=s.batch_size, square_queries=s.square_queries,
-            iterations=tuple(sorted({max(1, s.curve_max_iter // 2), s.curve_max_iter, 2 * s.curve_max_iter})),
-            nb_classes=_nb_classes(setting))
-        res["diagnostics"] = diag.to_dict()
-
-    # ---- Fig. 3a: Jacobian spectrum
-    with timer("fig3a"):
-        jac = metrics.jacobian_spectrum(ddpm, x[: s.jacobian_images], seed=s.seeds[0], method="exact")
-        res["fig3a"] = {"singular_values": np.asarray(jac.singular_values), "mean": jac.mean, "std": jac.std,
-                        "n_dims": jac.n_dims}
+    # ---- Tables S5, S6, Fig. 2d-f (neighbourhood analysis), robustness curves, diagnostics, Fig. 3a
+    res.update(done["tableS5 S6"])
+    res["robustness_curve"] = done["robustness curves"]
+    res["diagnostics"] = done["gradient-masking diagnostics"]
+    res["fig3a"] = done["fig3a"]
     return res
 
 
@@ -781,9 +879,13 @@ def _markdown(r: dict[str, Any], timings: dict[str, float], figures: list[str]) 
 
     lines += ["", "## Gradient-masking diagnostics (fixed randomness)", "", diagnostics_table(r["diagnostics"])]
     lines += ["", "## Figures", ""] + [f"![{name}]({name})" for name in figures]
-    lines += ["", "## Timings (this machine)", "", rp.table(["Step", "Seconds"],
-                                                             [[k, f"{v:.1f}"] for k, v in timings.items()
-                                                              if not k.startswith("results")])]
+    procs = int(timings.get("processes", 1))
+    lines += ["", "## Timings (this machine)", ""]
+    if procs > 1:
+        lines += [f"{procs} processes ran the experiments in parallel: each step's seconds are its own, "
+                  "`total` is the wall time of the whole run.", ""]
+    lines += [rp.table(["Step", "Seconds"], [[k, f"{v:.1f}"] for k, v in timings.items()
+                                             if not k.startswith("results") and k != "processes"])]
     return "\n".join(lines) + "\n"
 
 
@@ -889,23 +991,42 @@ def _figures(r: dict[str, Any], out: str) -> list[str]:
 
 
 # ---------------------------------------------------------------------------------------------- entry
+def build_setting(args) -> Setting:
+    """The preset's setting from the command-line arguments (raises :class:`PresetUnavailable`)."""
+    if args.preset == "digits":
+        if not _torch_device_ok(args.device):
+            raise PresetUnavailable(f"device {args.device!r} is not available")
+        return digits_setting(args.quick, args.device, args.n_images, args.seeds, not args.no_progress)
+    if args.preset == "cifar10":
+        return cifar10_setting(args)
+    return imagenet_setting(args)
+
+
+def n_processes(args, setting: Setting) -> int:
+    """``--jobs``: as given; by default one process per CPU core (at most 4) on CPU, a single process on a GPU."""
+    jobs = getattr(args, "jobs", None)
+    if jobs:
+        return int(jobs)
+    if setting.device != "cpu" or setting.name == "imagenet":
+        return 1
+    return max(1, min(4, os.cpu_count() or 1))
+
+
 def run_preset(args) -> dict[str, Any]:
     """Build the preset's setting, run it, write the report; returns the results."""
     import torch
 
-    if args.preset == "digits":
-        if not _torch_device_ok(args.device):
-            raise PresetUnavailable(f"device {args.device!r} is not available")
-        setting = digits_setting(args.quick, args.device, args.n_images, args.seeds, not args.no_progress)
-    elif args.preset == "cifar10":
-        setting = cifar10_setting(args)
-    else:
-        setting = imagenet_setting(args)
+    setting = build_setting(args)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.use_deterministic_algorithms(False)
     timer = _Timer()
     t0 = time.perf_counter()
-    results = (run_imagenet_experiments if setting.name == "imagenet" else run_experiments)(setting, timer)
+    if setting.name == "imagenet":
+        results = run_imagenet_experiments(setting, timer)
+    else:
+        n_procs = n_processes(args, setting)
+        results = run_experiments(setting, timer, n_procs, args)
+        timer.times["processes"] = n_procs
     timings = {k: v for k, v in timer.times.items()}
     results = _strip_timings(results, "results", timings)
     timings["total"] = time.perf_counter() - t0

@@ -46,6 +46,31 @@ def test_quick_runs_are_identical(two_quick_runs):
     assert a == b
 
 
+def _leaves(obj, path=""):
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            yield from _leaves(v, f"{path}/{k}")
+    elif isinstance(obj, list):
+        for i, v in enumerate(obj):
+            yield from _leaves(v, f"{path}[{i}]")
+    else:
+        yield path, obj
+
+
+def test_one_process_gives_the_same_results(two_quick_runs, tmp_path):
+    """--jobs 1 runs every experiment in this process with all threads: only float round-off may differ."""
+    proc = _run("reproduce", "--quick", "--jobs", "1", "--out", str(tmp_path), "--no-progress")
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    a = dict(_leaves(json.loads((two_quick_runs[0] / "results.json").read_text())))
+    b = dict(_leaves(json.loads((tmp_path / "results.json").read_text())))
+    assert a.keys() == b.keys()
+    for key, value in a.items():
+        if isinstance(value, float):
+            assert b[key] == pytest.approx(value, rel=1e-4, abs=1e-9), key
+        else:  # accuracies' per-sample flags, predictions, labels, settings: exactly equal
+            assert b[key] == value, key
+
+
 @pytest.mark.parametrize("preset", ["cifar10", "imagenet"])
 def test_paper_presets_without_weights_exit_clearly(preset, tmp_path):
     proc = _run("reproduce", "--preset", preset, "--out", str(tmp_path / "r"), "--model-dir", str(tmp_path),
