@@ -13,7 +13,7 @@ BENCH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CASES = {
     "b1_paper_pipeline": (["speedup", "ours", "paper", "robust_accuracy_diff_points", "x_adv_max_abs_diff", "noise"],
                           []),
-    "b2_memory": (["rows", "summary", "metric"], ["--in-process"]),
+    "b2_memory": (["rows", "summary", "metric"], ["--in-process", "--live"]),
     "b3_eot": (["speedup", "batched_median_s", "sequential_median_s", "grad_max_rel_diff"], []),
     "b4_compression_cost": (["cost_ratio", "compression_rate_median_s", "pgd_median_s", "robust_accuracy"], []),
     "b5_gpu": (["rows", "flops", "measured_peak_flops_per_s", "projection"], []),
