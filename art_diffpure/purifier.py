@@ -110,7 +110,8 @@ class DiffusionPurifier(PreprocessorPyTorch):
         :param checkpoint: gradient checkpointing around each reverse step, so memory does not grow with ``t_star``
             (it recomputes every step in the backward pass, ~35-80% more time). ``"auto"`` (default) measures the
             autograd memory of the first reverse step and checkpoints the rest of the chain only if the whole
-            un-checkpointed chain would exceed ``checkpoint_budget_bytes``; ``True``/``False`` force it.
+            un-checkpointed call (every step of every internal batch) would exceed ``checkpoint_budget_bytes``;
+            ``True``/``False`` force it.
         :param checkpoint_budget_bytes: memory budget of ``checkpoint="auto"``; default: half of the memory free
             on the device when the chain runs (``torch.cuda.mem_get_info``, or ``MemAvailable`` on CPU).
         :param batch_size: internal batch size; ART's ``predict`` hands the whole dataset at once.
@@ -314,7 +315,7 @@ class DiffusionPurifier(PreprocessorPyTorch):
         for start in tqdm(starts, desc="Purifying", disable=not self.verbose or len(starts) < 2):
             stop = min(start + self.batch_size, n)
             sub = None if rows is None else (rows[0][start:stop], rows[1][start:stop])
-            out, traj = self._chain(z[start:stop], sub, return_trajectory)
+            out, traj = self._chain(z[start:stop], sub, return_trajectory, call_rows=n)
             outs.append(out)
             trajs.append(traj)
         out = torch.cat(outs) if len(outs) > 1 else outs[0]
@@ -329,8 +330,9 @@ class DiffusionPurifier(PreprocessorPyTorch):
             trajectory = to_input_space(torch.cat(trajs, dim=1) if len(trajs) > 1 else trajs[0])
         return to_input_space(out), trajectory
 
-    def _chain(self, z: "torch.Tensor", rows, return_trajectory: bool):
-        """Purify one internal batch ``z`` in model space [-1, 1]."""
+    def _chain(self, z: "torch.Tensor", rows, return_trajectory: bool, call_rows: int | None = None):
+        """Purify one internal batch ``z`` in model space [-1, 1] (one of the internal batches of a call of
+        ``call_rows`` rows, whose graphs all live until the backward pass)."""
         import torch
 
         shape = tuple(z.shape[1:])
@@ -368,7 +370,8 @@ class DiffusionPurifier(PreprocessorPyTorch):
             if differentiable and k == 0 and self.checkpoint == "auto":
                 # Run the first step plainly, measure what its graph keeps, and decide for the rest of the chain.
                 step_bytes, x_t = self._graph_bytes(self._reverse_step, x_t, steps[k], step_noise)
-                use_checkpoint = step_bytes * len(steps) > self._checkpoint_budget(x_t.device)
+                whole_call = step_bytes * len(steps) * (call_rows or z.shape[0]) / z.shape[0]
+                use_checkpoint = whole_call > self._checkpoint_budget(x_t.device)
             elif use_checkpoint:
                 from torch.utils.checkpoint import checkpoint
 

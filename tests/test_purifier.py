@@ -180,6 +180,20 @@ def test_auto_checkpoint_follows_the_memory_budget(sampler, images):
     assert purifier.last_checkpointed is False
 
 
+@pytest.mark.parametrize("budget, expected", [(10_000, True), (20_000, False)])
+def test_auto_checkpoint_counts_every_internal_batch(budget, expected, images, monkeypatch):
+    """Internal batches of one call all keep their graphs until backward: the decision is for the whole call."""
+    purifier = make_purifier(t_star=6, seed=4, batch_size=2, checkpoint="auto", checkpoint_budget_bytes=budget)
+
+    def fixed_bytes(fn, *args):  # 1000 bytes per step of a 2-row internal batch
+        return 1000, fn(*args)
+
+    monkeypatch.setattr(purifier, "_graph_bytes", fixed_bytes)
+    x = torch.tensor(images, requires_grad=True)  # 6 rows = 3 internal batches of 6 steps: 18,000 bytes
+    purifier.forward(x)[0].sum().backward()
+    assert purifier.last_checkpointed is expected  # a per-batch rule would see 6,000 bytes and never checkpoint
+
+
 def test_graph_bytes_counts_saved_activations_not_weights(images):
     purifier = make_purifier(t_star=3, seed=1)
     z = torch.tensor(images, requires_grad=True) * 2 - 1
