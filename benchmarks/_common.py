@@ -175,6 +175,16 @@ def recommended_eps(default: float = 0.1) -> tuple[float, str]:
     return default, "default (provenance.json has no recommended_eps yet)"
 
 
+def add_checkpoint_arg(p) -> None:
+    """``--checkpoint auto|true|false`` (default: the purifier's own default, ``auto``)."""
+    p.add_argument("--checkpoint", default="auto", choices=("auto", "true", "false"),
+                   help="the purifier's checkpoint setting (default: auto, the product default)")
+
+
+def checkpoint_value(args) -> bool | str:
+    return {"auto": "auto", "true": True, "false": False}[args.checkpoint]
+
+
 def digits_setup(t_star: int, checkpoint: bool | str = True, seed: int | None = 0, batch_size: int = 256):
     """``(art_classifier, purifier, sources)`` on the embedded digits models (random weights if missing)."""
     from art.estimators.classification import PyTorchClassifier

@@ -21,6 +21,7 @@ def main(argv=None) -> dict:
     p = common.parser(__doc__.splitlines()[0])
     p.add_argument("--n-images", type=int, default=None)
     p.add_argument("--t-star", type=int, default=None)
+    common.add_checkpoint_arg(p)
     p.add_argument("--eot", type=int, default=15)
     args = p.parse_args(argv)
     threads = common.setup_threads(args.threads)
@@ -32,7 +33,8 @@ def main(argv=None) -> dict:
     from art_diffpure.attack import RandomnessAlignedAttack
 
     x, y = common.digits_data(n)
-    classifier, purifier, sources = common.digits_setup(t_star, checkpoint=True, seed=0, batch_size=4096)
+    classifier, purifier, sources = common.digits_setup(t_star, checkpoint=common.checkpoint_value(args), seed=0,
+                                                        batch_size=4096)
     batched = RandomnessAlignedAttack(classifier, eot_samples=eot, eot_batched=True, seed=0, batch_size=n)
     looped = RandomnessAlignedAttack(classifier, eot_samples=eot, eot_batched=False, seed=0, batch_size=n)
     # Warm-up both once (noise caches filled; the looped path needs eot cache entries: raise the cache limit is
@@ -48,7 +50,7 @@ def main(argv=None) -> dict:
     result = {
         "benchmark": NAME, "smoke": bool(args.smoke),
         "settings": {"n_images": n, "t_star": t_star, "eot_samples": eot, "repeats": repeats, "threads": threads,
-                     "checkpoint": True, "models": sources},
+                     "checkpoint": args.checkpoint, "models": sources},
         "batched_s": times_b, "sequential_s": times_l,
         "batched_median_s": common.median(times_b), "sequential_median_s": common.median(times_l),
         "speedup": common.median(times_l) / common.median(times_b),

@@ -19,6 +19,7 @@ def main(argv=None) -> dict:
     p = common.parser(__doc__.splitlines()[0])
     p.add_argument("--n-images", type=int, default=None)
     p.add_argument("--t-star", type=int, default=None)
+    common.add_checkpoint_arg(p)
     p.add_argument("--steps", type=int, default=None)
     p.add_argument("--n-samples", type=int, default=8)
     args = p.parse_args(argv)
@@ -34,7 +35,8 @@ def main(argv=None) -> dict:
 
     eps, eps_source = common.recommended_eps()
     x, y = common.digits_data(n)
-    classifier, purifier, sources = common.digits_setup(t_star, checkpoint=True, seed=0, batch_size=256)
+    classifier, purifier, sources = common.digits_setup(t_star, checkpoint=common.checkpoint_value(args), seed=0,
+                                                        batch_size=256)
     attack = RandomnessAlignedAttack(classifier, randomness="aligned", seed=0, eps=eps, eps_step=eps / 30,
                                      max_iter=steps, batch_size=n)
 
@@ -48,7 +50,7 @@ def main(argv=None) -> dict:
     t_cr_all = t_cr + t_cr2
     result = {
         "benchmark": NAME, "smoke": bool(args.smoke),
-        "settings": {"n_images": n, "t_star": t_star, "pgd_steps": steps, "eps": eps, "eps_source": eps_source,
+        "settings": {"checkpoint": args.checkpoint, "n_images": n, "t_star": t_star, "pgd_steps": steps, "eps": eps, "eps_source": eps_source,
                      "compression_n_samples": args.n_samples, "compression_seeds": [0], "threads": threads,
                      "models": sources},
         "compression_rate_s": t_cr_all, "compression_rate_median_s": common.median(t_cr_all),
