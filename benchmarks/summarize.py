@@ -38,11 +38,12 @@ def main(directory: str | None = None) -> None:
     b2 = load(directory, "b2_memory")
     if b2:
         print(f"## B2 ({b2['environment']['command']}; metric {b2['metric']})")
-        print("| model | batch | t* | checkpoint | peak - baseline (MiB) | time (s) |")
-        print("|---|---|---|---|---|---|")
+        print("| model | batch | t* | checkpoint | peak - baseline (MiB) | live tensors (MiB) | time (s) |")
+        print("|---|---|---|---|---|---|---|")
         for r in b2["rows"]:
             key = b2["metric"]
-            print(f"| {r['model']} | {r['batch']} | {r['t_star']} | {r['checkpoint']} | {r[key]:.1f} | "
+            live = f"{r['live_tensor_peak_mib']:.1f}" if "live_tensor_peak_mib" in r else "-"
+            print(f"| {r['model']} | {r['batch']} | {r['t_star']} | {r['checkpoint']} | {r[key]:.1f} | {live} | "
                   f"{r['time_s']:.1f} |")
         print(f"summary: {json.dumps(b2['summary'], indent=1)}")
     b3 = load(directory, "b3_eot")
