@@ -21,22 +21,26 @@ configurations (EOT, eq. 9), computed in one batched pass through the purifier.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
 from dataclasses import asdict, dataclass, replace
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
 import numpy as np
 from art.attacks.attack import EvasionAttack
-from art.defences.preprocessor.preprocessor import PreprocessorPyTorch
 from art.estimators.classification.classifier import ClassifierMixin
 from art.estimators.classification.pytorch import PyTorchClassifier
 from art.estimators.estimator import BaseEstimator
 from tqdm.auto import tqdm
 
-from art_diffpure.noise import seed_hash
+from art.utils import check_and_transform_label_format
+
 from art_diffpure.purifier import DiffusionPurifier
+from art_diffpure.randomness import (EOT_SEED_STRIDE, SEED_LIMIT, TRANSFER_SEED_OFFSET, RandomnessAudit,
+                                     RandomnessControl, RandomnessEscapeError, eot_seeds, min_separation,
+                                     numpy_start_seed, transfer_test_seed)
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -44,24 +48,6 @@ if TYPE_CHECKING:  # pragma: no cover
 logger = logging.getLogger(__name__)
 
 RANDOMNESS_MODES = ("aligned", "transfer", "stochastic")
-
-#: EOT configuration ``k`` of base seed ``s`` uses base seed ``s + k * EOT_SEED_STRIDE`` (``k = 0`` is ``s`` itself).
-EOT_SEED_STRIDE = 7919
-#: In ``"transfer"`` mode the test base seed is ``s + TRANSFER_SEED_OFFSET``. The offset is a prime larger than
-#: any ``k * EOT_SEED_STRIDE`` used in practice and not a multiple of the (prime) stride, so the test seed never
-#: equals an attack seed.
-TRANSFER_SEED_OFFSET = 1_000_000_007
-_SEED_LIMIT = 2**32  # the seed hash works modulo 2**32: keep derived seeds distinct below it
-
-
-def eot_seeds(seed: int, eot_samples: int) -> list[int]:
-    """The base seeds of the ``eot_samples`` attack configurations of base seed ``seed``: ``seed + k * 7919``."""
-    return [int(seed) + k * EOT_SEED_STRIDE for k in range(eot_samples)]
-
-
-def transfer_test_seed(seed: int) -> int:
-    """The test base seed of ``"transfer"`` mode for attack base seed ``seed``: ``seed + 1000000007``."""
-    return int(seed) + TRANSFER_SEED_OFFSET
 
 
 # ---------------------------------------------------------------------------------------------------- protocols
@@ -156,133 +142,6 @@ def _jsonable(value: Any) -> Any:
     return type(value).__name__
 
 
-# ---------------------------------------------------------------------------------------------------- EOT view
-class _RandomnessState:
-    """Randomness of the batch under attack, shared by the two preprocessors of an EOT view."""
-
-    def __init__(self, purifier: DiffusionPurifier) -> None:
-        self.purifier = purifier
-        self.active = False
-        self.x_clean: np.ndarray | None = None
-        self.sample_ids: np.ndarray | None = None
-        self.configs: list[int] | None = None  # attack base seeds (one per EOT configuration); None = fresh
-        self.eot_samples = 1
-        self.separation = np.inf
-        self.single_config: int | None = None  # looped EOT: the one configuration of this call
-        self.current: tuple[Any, Any] | None = None  # (per-row seeds or None, per-row ids) of the call in flight
-
-    def set_batch(self, x_clean: np.ndarray, sample_ids: np.ndarray, configs: list[int] | None, eot: int) -> None:
-        self.active = True
-        self.x_clean = x_clean.reshape(len(x_clean), -1)
-        self.sample_ids = np.asarray(sample_ids, dtype=np.int64)
-        # The smallest Linf distance between two clean samples of the batch (computed once per batch, row by
-        # row to bound memory): it lets row_ids skip the all-pairs search for full-batch calls.
-        flat = self.x_clean
-        self.separation = min((float(np.abs(flat[a + 1:] - flat[a]).max(axis=1).min()) for a in range(len(flat) - 1)),
-                              default=np.inf)
-        self.configs = configs
-        self.eot_samples = eot
-        self.single_config = None
-
-    def clear(self) -> None:
-        self.active = False
-        self.x_clean = self.sample_ids = self.configs = None
-        self.separation = np.inf
-        self.current = None
-        self.single_config = None
-
-    def row_ids(self, x: np.ndarray) -> np.ndarray:
-        """
-        Sample id of each row of a call. ART attacks pass the batch itself or a subset of it (e.g. APGD and
-        SquareAttack attack only the samples still classified correctly), each row inside the eps-ball of its
-        clean sample: a row is assigned the clean sample nearest in Linf, preferring its own position when the
-        call has the full batch and the smallest unused index on ties (duplicated images).
-        """
-        x = x.reshape(len(x), -1)
-        n = len(self.x_clean)
-        if n == 1:
-            return np.repeat(self.sample_ids, len(x))
-        if len(x) == n:
-            # Fast path, same answer: if every row is within half the clean samples' separation of its own
-            # sample, that sample is strictly nearest (triangle inequality).
-            own = np.abs(x - self.x_clean).max(axis=1)
-            if 2 * own.max() < self.separation:
-                return self.sample_ids.copy()
-        dist = np.abs(x[:, None, :] - self.x_clean[None, :, :]).max(axis=2)  # (m, n)
-        out = np.empty(len(x), dtype=np.int64)
-        used = np.zeros(n, dtype=bool)
-        for j in range(len(x)):
-            best = np.flatnonzero(dist[j] <= dist[j].min() + 1e-12)
-            if len(x) == n and j in best:
-                pick = j
-            else:
-                free = best[~used[best]]
-                pick = int(free[0]) if len(free) else int(best[0])
-            used[pick] = True
-            out[j] = self.sample_ids[pick]
-        return out
-
-
-class _EOTExpansion(PreprocessorPyTorch):
-    """
-    First preprocessor of an EOT view: finds the sample id of every row and, on the gradient path (autograd
-    enabled and ``x`` requiring grad), repeats ``x`` and ``y`` ``K`` times along the batch (copy-major), so that
-    ART's mean loss averages the K gradients. Predictions (no gradient) use configuration 0 only.
-    """
-
-    def __init__(self, state: _RandomnessState) -> None:
-        super().__init__(device_type="cpu", is_fitted=True, apply_fit=False, apply_predict=True)
-        self.state = state
-
-    def forward(self, x: "torch.Tensor", y: Any | None = None) -> tuple["torch.Tensor", Any | None]:
-        import torch
-
-        st = self.state
-        if not st.active:
-            st.current = None
-            return x, y
-        ids = st.row_ids(x.detach().cpu().numpy())
-        gradient_path = torch.is_grad_enabled() and x.requires_grad
-        k_eot = st.eot_samples if gradient_path and st.single_config is None else 1
-        if st.configs is None:
-            seeds = None
-        elif gradient_path and st.single_config is not None:
-            seeds = np.full(len(ids), st.configs[st.single_config], dtype=np.int64)
-        else:
-            seeds = np.repeat(np.asarray(st.configs[:k_eot], dtype=np.int64), len(ids))
-        if k_eot > 1:
-            x = torch.cat([x] * k_eot, dim=0)
-            if y is not None:
-                y = torch.cat([y] * k_eot, dim=0)
-            ids = np.tile(ids, k_eot)
-        st.current = (seeds, ids)
-        return x, y
-
-    def estimate_forward(self, x: "torch.Tensor", y: Any | None = None) -> "torch.Tensor":
-        return x
-
-
-class _AlignedPurifier(PreprocessorPyTorch):
-    """Stands for the purifier in an EOT view: runs it under the per-row randomness set by :class:`_EOTExpansion`."""
-
-    def __init__(self, purifier: DiffusionPurifier, state: _RandomnessState) -> None:
-        super().__init__(device_type="cpu", is_fitted=True, apply_fit=purifier.apply_fit,
-                         apply_predict=purifier.apply_predict)
-        self.purifier = purifier
-        self.state = state
-
-    def forward(self, x: "torch.Tensor", y: Any | None = None) -> tuple["torch.Tensor", Any | None]:
-        current = self.state.current
-        if current is None:
-            return self.purifier.forward(x, y)
-        seeds, ids = current
-        with self.purifier.randomness(seeds, None if seeds is None else ids):
-            return self.purifier.forward(x, y)
-
-    def estimate_forward(self, x: "torch.Tensor", y: Any | None = None) -> "torch.Tensor":
-        return self.purifier.estimate_forward(x, y)
-
-
 def _find_purifier(classifier: Any) -> DiffusionPurifier:
     defences = getattr(classifier, "preprocessing_defences", None) or []
     found = [d for d in defences if isinstance(d, DiffusionPurifier)]
@@ -294,16 +153,38 @@ def _find_purifier(classifier: Any) -> DiffusionPurifier:
     return found[0]
 
 
-def _eot_view(classifier: PyTorchClassifier, purifier: DiffusionPurifier) -> tuple[PyTorchClassifier, _RandomnessState]:
-    """A clone of ``classifier`` sharing its torch model, with the purifier run under controlled randomness."""
-    state = _RandomnessState(purifier)
-    defences = [_EOTExpansion(state)] + [
-        _AlignedPurifier(d, state) if d is purifier else d for d in classifier.preprocessing_defences
-    ]
-    params = classifier.get_params()
-    params["preprocessing_defences"] = defences
-    view = type(classifier)(**params)
-    return view, state
+def perturbation_bound(attack: EvasionAttack) -> float | None:
+    """
+    The Linf distance from its clean sample that no row an ART attack hands to the estimator exceeds, or ``None``
+    when the attack promises none. Gradient and score attacks that project onto an eps-ball (FGSM, BIM, PGD, MIM,
+    APGD, Square) are bounded by ``eps`` in any norm (an Lp ball lies inside the Linf ball of the same radius);
+    AutoAttack is bounded when all its sub-attacks are. Minimum-norm and decision attacks (C&W, DeepFool, EAD,
+    HopSkipJump, Boundary, FAB, ...) are not: their intermediate queries go anywhere.
+    """
+    from art.attacks.evasion import (AutoAttack, AutoProjectedGradientDescent, FastGradientMethod,
+                                     ProjectedGradientDescent, SquareAttack)
+
+    if isinstance(attack, AutoAttack):
+        bounds = [perturbation_bound(a) for a in attack.attacks]
+        return None if any(b is None for b in bounds) else max(bounds, default=0.0)
+    bounded = (FastGradientMethod, ProjectedGradientDescent, AutoProjectedGradientDescent, SquareAttack)
+    declared = getattr(attack, "perturbation_bound", None)  # our own attacks (e.g. the fra31 driver) declare it
+    if callable(declared):
+        return declared()
+    if isinstance(attack, bounded) and getattr(attack, "eps", None) is not None:
+        return float(np.max(attack.eps))
+    return None
+
+
+@contextlib.contextmanager
+def _numpy_seeded(seed: int) -> Iterator[None]:
+    """ART's random starts draw from numpy's global RNG: seed it for exact reruns, restore it afterwards."""
+    state = np.random.get_state()
+    np.random.seed(seed)
+    try:
+        yield
+    finally:
+        np.random.set_state(state)
 
 
 # ---------------------------------------------------------------------------------------------------- the attack
@@ -370,10 +251,10 @@ class RandomnessAlignedAttack(EvasionAttack):
         :param classifier: an ART ``PyTorchClassifier`` with a :class:`~art_diffpure.DiffusionPurifier` in its
             ``preprocessing_defences``.
         :param attack: the inner ART evasion attack: ``None`` for ``ProjectedGradientDescent`` built from ``eps``,
-            ``eps_step``, ``max_iter``, ``norm``, ``num_random_init`` and ``targeted``; a callable
-            ``(estimator) -> EvasionAttack`` (recommended: it is built on the randomness-controlled view of the
-            classifier); or an attack instance built on ``classifier``, whose parameters are copied to a new
-            instance of its class built on that view.
+            ``eps_step``, ``max_iter``, ``norm``, ``num_random_init`` and ``targeted``; an attack instance of any ART
+            class built on ``classifier`` (used as it is); or a callable ``(classifier) -> EvasionAttack``. The
+            randomness is set on the purifier object itself, so estimators the attack builds or copies (APGD,
+            AutoAttack's sub-attacks, ``estimator_orig``, deep copies) run under it too.
         :param randomness: ``"aligned"``, ``"transfer"`` or ``"stochastic"`` (see the class docstring).
         :param eot_samples: number K >= 1 of randomness configurations averaged in every loss gradient.
         :param eot_batched: ``True`` to push the K copies through the purifier in one batch (memory K times the
@@ -415,9 +296,10 @@ class RandomnessAlignedAttack(EvasionAttack):
             raise ValueError(f"The attack requests gradient={gradient!r} but the purifier computes "
                              f"gradient={self.purifier.gradient!r}; build the DiffusionPurifier with "
                              f"gradient={gradient!r}")
-        self.view, self._state = _eot_view(classifier, self.purifier)
         self.inner = self._build_inner()
         self.last_generation: dict[str, Any] | None = None
+        self.last_audit: RandomnessAudit | None = None  # rows of the last generate / loss_gradient
+        self.last_test_audit: RandomnessAudit | None = None  # rows of the last predict_test
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -457,35 +339,27 @@ class RandomnessAlignedAttack(EvasionAttack):
             self.inner = self._build_inner()
 
     def _build_inner(self) -> EvasionAttack:
+        """The inner attack, on the user's classifier: the randomness is the purifier object's, so whatever
+        estimators the attack builds or copies from it stay under control; nothing needs rebuilding."""
         if self.attack is None:
             from art.attacks.evasion import ProjectedGradientDescent
 
             return ProjectedGradientDescent(
-                self.view, norm=self.norm, eps=self.eps, eps_step=self.eps_step, max_iter=self.max_iter,
+                self.estimator, norm=self.norm, eps=self.eps, eps_step=self.eps_step, max_iter=self.max_iter,
                 targeted=self.targeted, num_random_init=self.num_random_init, batch_size=self.batch_size,
                 verbose=False,
             )
-        if isinstance(self.attack, EvasionAttack):
-            params = {k: getattr(self.attack, k) for k in self.attack.attack_params if hasattr(self.attack, k)}
-            params.pop("estimator", None)
-            if "summary_writer" in params:  # ART keeps the constructor argument apart from the writer object
-                params["summary_writer"] = getattr(self.attack, "_summary_writer_arg", False)
-            try:
-                inner = type(self.attack)(self.view, **params)
-            except TypeError as err:
-                raise ValueError(f"Cannot rebuild {type(self.attack).__name__} on the randomness-controlled view of "
-                                 f"the classifier ({err}); pass a factory `lambda estimator: Attack(estimator, ...)`"
-                                 ) from err
-        else:
-            inner = self.attack(self.view)
-            if not isinstance(inner, EvasionAttack):
-                raise ValueError(f"The attack factory returned {type(inner).__name__}, not an ART EvasionAttack")
-        if hasattr(inner, "batch_size"):
-            inner.batch_size = self.batch_size
-        if hasattr(inner, "_attack") and hasattr(inner._attack, "batch_size"):  # ProjectedGradientDescent wrapper
-            inner._attack.batch_size = self.batch_size
-        if hasattr(inner, "verbose"):
-            inner.verbose = False
+        inner = self.attack if isinstance(self.attack, EvasionAttack) else self.attack(self.estimator)
+        if not isinstance(inner, EvasionAttack):
+            raise ValueError(f"The attack factory returned {type(inner).__name__}, not an ART EvasionAttack")
+        estimators = [inner.estimator] + [a.estimator for a in getattr(inner, "attacks", None) or []
+                                          if isinstance(a, EvasionAttack)]
+        for estimator in estimators:
+            found = [d for d in getattr(estimator, "preprocessing_defences", None) or []
+                     if isinstance(d, DiffusionPurifier)]
+            if found and found[0] is not self.purifier:
+                raise ValueError(f"{type(inner).__name__} is built on a classifier with another DiffusionPurifier "
+                                 "object; build it on the classifier given to RandomnessAlignedAttack")
         return inner
 
     # ------------------------------------------------------------------ seeds
@@ -509,6 +383,54 @@ class RandomnessAlignedAttack(EvasionAttack):
         return None
 
     # ------------------------------------------------------------------ attack
+    def _control(self, positional: bool = False) -> RandomnessControl:
+        bound = None if positional else perturbation_bound(self.inner)
+        return RandomnessControl(self.attack_seeds(), self.eot_samples, bound=bound, positional=positional)
+
+    def _groups(self, x: np.ndarray, control: RandomnessControl) -> tuple[list[slice], str]:
+        """Batches of ``batch_size`` samples, or single samples where rows could not be told apart in a batch."""
+        batches = [slice(a, min(a + self.batch_size, len(x))) for a in range(0, len(x), self.batch_size)]
+        if control.configs is None:  # fresh noise needs no sample identity
+            return batches, "batch"
+        if control.bound is None:
+            return [slice(i, i + 1) for i in range(len(x))], "per-sample: the attack has no perturbation bound"
+        if self.estimator.preprocessing_operations[0] is not self.purifier:
+            return [slice(i, i + 1) for i in range(len(x))], "per-sample: a preprocessor runs before the purifier"
+        out, split = [], 0
+        for sl in batches:
+            flat = x[sl].reshape(sl.stop - sl.start, -1).astype(np.float64)
+            if min_separation(flat) > 2 * control._slack_bound():
+                out.append(sl)
+            else:
+                out.extend(slice(i, i + 1) for i in range(sl.start, sl.stop))
+                split += 1
+        return out, "batch" if not split else f"batch; {split} batch(es) per-sample (samples closer than 2 eps)"
+
+    @contextlib.contextmanager
+    def _eot_loop(self, control: RandomnessControl) -> Iterator[None]:
+        """``eot_batched=False``: the classifier's ``loss_gradient`` loops over the K configurations and averages."""
+        if self.eot_samples == 1 or self.eot_batched:
+            yield
+            return
+        view = self.estimator
+        original = type(view).loss_gradient
+
+        def looped(x, y, training_mode: bool = False, **kwargs):
+            total = None
+            for k in range(self.eot_samples):
+                control.single_config = k if control.configs is not None else 0
+                grad = original(view, x, y, training_mode=training_mode, **kwargs)
+                total = grad if total is None else total + grad
+            control.single_config = None
+            return total / self.eot_samples
+
+        view.loss_gradient = looped
+        try:
+            yield
+        finally:
+            del view.loss_gradient
+            control.single_config = None
+
     def generate(self, x: np.ndarray, y: np.ndarray | None = None, **kwargs) -> np.ndarray:
         """
         Generate adversarial examples.
@@ -517,50 +439,51 @@ class RandomnessAlignedAttack(EvasionAttack):
         :param y: labels (indices or one-hot; target labels if ``targeted``); ``None`` for the classifier's
             predictions under the test randomness.
         :param sample_ids: optional per-sample ids overriding the constructor's.
-        :return: adversarial samples, same shape and dtype as ``x``.
+        :return: adversarial samples, same shape and dtype as ``x``. ``last_generation`` and ``last_audit`` say
+            under which randomness every purified row ran.
         """
         x = np.asarray(x)
         ids = self._ids(len(x), kwargs.get("sample_ids"))
-        if self.eot_samples > 1 and not self.eot_batched and self.inner.estimator is not self.view:
+        if self.eot_samples > 1 and not self.eot_batched and self.inner.estimator is not self.estimator:
             raise ValueError(f"eot_batched=False needs an inner attack that uses the estimator it is given; "
                              f"{type(self.inner).__name__} rebuilds it: use eot_batched=True")
         if y is None:
             if self.targeted:
                 raise ValueError("A targeted attack needs target labels y")
             y = self.predict_test(x, sample_ids=ids).argmax(axis=1)
-        y_onehot = _one_hot(y, self.estimator.nb_classes)
-        configs = self.attack_seeds()
+        y_onehot = check_and_transform_label_format(y, nb_classes=self.estimator.nb_classes, return_one_hot=True)
+        control = self._control()
+        groups, identification = self._groups(x, control)
         x_adv = np.empty_like(x)
-        starts = range(0, len(x), self.batch_size)
         t0 = time.perf_counter()
-        for start in tqdm(starts, desc="RandomnessAlignedAttack", disable=not self.verbose):
-            stop = min(start + self.batch_size, len(x))
-            self._state.set_batch(x[start:stop], ids[start:stop], configs, self.eot_samples)
-            # ART's random starts draw from numpy's global RNG: seed it from (s, first id) for exact reruns.
-            np_state = np.random.get_state()
-            np.random.seed(seed_hash(self.seed, int(ids[start]), 0))
-            try:
-                if self.eot_samples > 1 and not self.eot_batched:
-                    with _LoopedEOT(self.view, self._state):
-                        x_adv[start:stop] = self.inner.generate(x[start:stop], y_onehot[start:stop])
-                else:
-                    x_adv[start:stop] = self.inner.generate(x[start:stop], y_onehot[start:stop])
-            finally:
-                self._state.clear()
-                np.random.set_state(np_state)
+        with self.purifier.controlled(control), self._eot_loop(control):
+            for sl in tqdm(groups, desc="RandomnessAlignedAttack", disable=not self.verbose):
+                control.set_batch(x[sl], ids[sl])
+                with _numpy_seeded(numpy_start_seed(self.seed, int(ids[sl][0]))):
+                    x_adv[sl] = self.inner.generate(x[sl], y_onehot[sl].astype(np.float32))
+        self.last_audit = control.audit
         self.last_generation = {
             "sample_ids": ids.tolist(),
-            "attack_seeds": configs,
+            "attack_seeds": control.configs,
             "test_seed": self.test_seed(),
+            "identification": identification,
+            "audit": control.audit.to_dict(),
             "wall_time_s": time.perf_counter() - t0,
         }
         return x_adv
 
     def predict_test(self, x: np.ndarray, sample_ids: Any = None) -> np.ndarray:
         """Classifier outputs under the TEST randomness of this attack (per-sample base seed and ids)."""
+        x = np.asarray(x)
         ids = self._ids(len(x), sample_ids)
-        with self.purifier.randomness(self.test_seed(), None if self.test_seed() is None else ids):
-            return self.estimator.predict(np.asarray(x), batch_size=self.batch_size)
+        test_seed = self.test_seed()
+        # ART's predict purifies all rows in one call, in order: rows are identified by position.
+        control = RandomnessControl(None if test_seed is None else [test_seed], positional=True)
+        control.set_batch(x, ids)
+        with self.purifier.controlled(control):
+            out = self.estimator.predict(x, batch_size=self.batch_size)
+        self.last_test_audit = control.audit
+        return out
 
     def loss_gradient(self, x: np.ndarray, y: np.ndarray, sample_ids: Any = None) -> np.ndarray:
         """
@@ -569,15 +492,13 @@ class RandomnessAlignedAttack(EvasionAttack):
         """
         x = np.asarray(x)
         ids = self._ids(len(x), sample_ids)
-        self._state.set_batch(x, ids, self.attack_seeds(), self.eot_samples)
-        try:
-            y_onehot = _one_hot(y, self.estimator.nb_classes)
-            if self.eot_samples > 1 and not self.eot_batched:
-                with _LoopedEOT(self.view, self._state):
-                    return self.view.loss_gradient(x, y_onehot)
-            return self.view.loss_gradient(x, y_onehot)
-        finally:
-            self._state.clear()
+        control = self._control(positional=True)
+        control.set_batch(x, ids)
+        y_onehot = check_and_transform_label_format(y, nb_classes=self.estimator.nb_classes, return_one_hot=True)
+        with self.purifier.controlled(control), self._eot_loop(control):
+            grad = self.estimator.loss_gradient(x, y_onehot.astype(np.float32))
+        self.last_audit = control.audit
+        return grad
 
     # ------------------------------------------------------------------ evaluation
     def config(self) -> dict[str, Any]:
@@ -611,7 +532,10 @@ class RandomnessAlignedAttack(EvasionAttack):
         :return: a JSON-serialisable report: ``clean_accuracy``, ``robust_accuracy`` (both under the test
             randomness), ``n``, per-sample ``clean_correct``, ``adv_correct``, ``success``, ``clean_pred``,
             ``adv_pred``, ``sample_ids``, ``attack_seeds`` and ``test_seeds`` (per sample; lists of the K
-            configurations, ``None`` when fresh), ``config``, ``wall_time_s`` and ``time_per_step_s``.
+            configurations, ``None`` when fresh), ``config``, ``audit`` (rows purified / under the intended
+            randomness / ambiguous / uncontrolled, for the attack and for the test), ``identification``,
+            ``wall_time_s`` and ``time_per_step_s``.
+        :raises RandomnessEscapeError: when any row ran under randomness other than the intended one.
         """
         x = np.asarray(x)
         labels = np.asarray(y)
@@ -620,8 +544,17 @@ class RandomnessAlignedAttack(EvasionAttack):
         t0 = time.perf_counter()
         x_adv = self.generate(x, labels, sample_ids=ids)
         t_attack = time.perf_counter() - t0
+        audit = RandomnessAudit()
+        audit.add(self.last_audit)
         clean_pred = self.predict_test(x, ids).argmax(axis=1)
+        test_audit = RandomnessAudit()
+        test_audit.add(self.last_test_audit)
         adv_pred = self.predict_test(x_adv, ids).argmax(axis=1)
+        test_audit.add(self.last_test_audit)
+        if not (audit.ok and test_audit.ok):
+            raise RandomnessEscapeError(
+                f"Refusing to report a robust accuracy: rows ran under unintended randomness (attack audit "
+                f"{audit.to_dict()}, test audit {test_audit.to_dict()})")
         clean_correct = clean_pred == labels
         adv_correct = adv_pred == labels
         success = adv_correct if self.targeted else ~adv_correct
@@ -646,6 +579,8 @@ class RandomnessAlignedAttack(EvasionAttack):
             "test_seeds": [test_seed for _ in ids],
             "max_perturbation_linf": float(np.abs(x_adv - x).reshape(len(x), -1).max()) if len(x) else 0.0,
             "config": self.config(),
+            "identification": self.last_generation["identification"],
+            "audit": {"attack": audit.to_dict(), "test": test_audit.to_dict()},
             "wall_time_s": time.perf_counter() - t0,
             "attack_time_s": t_attack,
             "time_per_step_s": (t_attack / (n_batches * steps)) if isinstance(steps, int) and steps > 0 else None,
@@ -659,7 +594,7 @@ class RandomnessAlignedAttack(EvasionAttack):
             raise ValueError(f"eot_samples must be an int >= 1, got {self.eot_samples!r}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)) or self.seed < 0:
             raise ValueError(f"seed must be a non-negative int, got {self.seed!r}")
-        if max(eot_seeds(self.seed, self.eot_samples)[-1], transfer_test_seed(self.seed)) >= _SEED_LIMIT:
+        if max(eot_seeds(self.seed, self.eot_samples)[-1], transfer_test_seed(self.seed)) >= SEED_LIMIT:
             raise ValueError(f"seed {self.seed} and eot_samples {self.eot_samples} give base seeds >= 2**32")
         if self.eot_samples * EOT_SEED_STRIDE >= TRANSFER_SEED_OFFSET:
             raise ValueError("eot_samples too large: EOT seeds would reach the transfer test seed")
@@ -676,41 +611,6 @@ class RandomnessAlignedAttack(EvasionAttack):
         if not isinstance(self.estimator, PyTorchClassifier):
             raise ValueError(f"RandomnessAlignedAttack needs an ART PyTorchClassifier, got "
                              f"{type(self.estimator).__name__}")
-
-
-class _LoopedEOT:
-    """Context: the view's ``loss_gradient`` loops over the K configurations (one purifier pass each) and averages."""
-
-    def __init__(self, view: PyTorchClassifier, state: _RandomnessState) -> None:
-        self.view, self.state = view, state
-
-    def __enter__(self) -> None:
-        view, state = self.view, self.state
-        original = type(view).loss_gradient
-
-        def looped(x, y, training_mode: bool = False, **kwargs):
-            total = None
-            for k in range(state.eot_samples):
-                state.single_config = k if state.configs is not None else 0
-                grad = original(view, x, y, training_mode=training_mode, **kwargs)
-                total = grad if total is None else total + grad
-            state.single_config = None
-            return total / state.eot_samples
-
-        view.loss_gradient = looped
-
-    def __exit__(self, *exc: Any) -> None:
-        del self.view.loss_gradient
-        self.state.single_config = None
-
-
-def _one_hot(y: np.ndarray, nb_classes: int) -> np.ndarray:
-    y = np.asarray(y)
-    if y.ndim == 2:
-        return y.astype(np.float32)
-    out = np.zeros((len(y), nb_classes), dtype=np.float32)
-    out[np.arange(len(y)), y.astype(np.int64)] = 1.0
-    return out
 
 
 # ---------------------------------------------------------------------------------------------------- repeats

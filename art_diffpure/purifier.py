@@ -27,6 +27,7 @@ from art.defences.preprocessor.preprocessor import PreprocessorPyTorch
 from tqdm.auto import tqdm
 
 from art_diffpure.noise import aligned_noise
+from art_diffpure.randomness import RandomnessControl, RandomnessEscapeError, active_controls
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -70,6 +71,7 @@ class DiffusionPurifier(PreprocessorPyTorch):
         "channels_first",
         "forward_noising",
         "ddim_steps",
+        "strict",
         "verbose",
     ]
 
@@ -90,6 +92,7 @@ class DiffusionPurifier(PreprocessorPyTorch):
         generator_seed: int | None = None,
         checkpoint_budget_bytes: int | None = None,
         device_type: str = "gpu",
+        strict: bool = False,
         apply_fit: bool = False,
         apply_predict: bool = True,
         verbose: bool = False,
@@ -122,6 +125,8 @@ class DiffusionPurifier(PreprocessorPyTorch):
         :param generator_seed: seed of the purifier's own generator for ``seed=None`` (fresh noise on every
             call, but a reproducible sequence of calls); default: from ``os.urandom``.
         :param device_type: ``"gpu"`` or ``"cpu"`` (ART convention).
+        :param strict: ``True`` raises on inputs outside ``clip_values``; ``False`` (default) clamps them into the
+            range first, as ART's own preprocessors do (several ART attacks query points slightly outside the box).
         :param apply_fit: apply during training (default ``False``).
         :param apply_predict: apply during prediction (default ``True``).
         :param verbose: show progress bars.
@@ -143,6 +148,7 @@ class DiffusionPurifier(PreprocessorPyTorch):
         self.channels_first = channels_first
         self.forward_noising = forward_noising
         self.ddim_steps = ddim_steps
+        self.strict = strict
         self.verbose = verbose
         self._check_params()
 
@@ -153,6 +159,7 @@ class DiffusionPurifier(PreprocessorPyTorch):
         self._fresh_generator = torch.Generator(device="cpu")
         self.reseed_fresh(generator_seed)
         self._context: tuple[Any, Any] | None = None  # (seeds, sample_ids) fixed by randomness()
+        self._control: RandomnessControl | None = None  # installed by an attack for its whole length
         self._noise_cache: OrderedDict = OrderedDict()
         # Step coefficients are read from a CPU copy: diffusers' add_noise moves alphas_cumprod to the device,
         # after which every float() of a coefficient would be a host-device synchronisation.
@@ -273,8 +280,11 @@ class DiffusionPurifier(PreprocessorPyTorch):
         x_t = torch.from_numpy(np.array(x, copy=True)) if is_numpy else x
         if is_numpy:
             x_t = x_t.to(self.device)
+        fresh = False
+        if seed is None and sample_ids is None:
+            seed, sample_ids, fresh = self._call_randomness(x_t, gradient=False, has_labels=False)
         with torch.no_grad():
-            out, trajectory = self._purify_tensor(x_t, seed, sample_ids, return_trajectory)
+            out, trajectory = self._purify_tensor(x_t, seed, sample_ids, return_trajectory, fresh=fresh)
         if is_numpy:
             out = out.cpu().numpy()
             trajectory = None if trajectory is None else trajectory.cpu().numpy()
@@ -283,32 +293,125 @@ class DiffusionPurifier(PreprocessorPyTorch):
     def forward(self, x: "torch.Tensor", y: Any | None = None) -> tuple["torch.Tensor", Any | None]:
         """
         Purify a batch inside ART's PyTorch preprocessing chain (differentiable when ``gradient="full"``).
+
+        Under an attack's :class:`~art_diffpure.randomness.RandomnessControl` the rows get the control's seeds and
+        sample ids, and a loss-gradient call (``y`` given) is expanded to the control's ``K`` EOT copies together
+        with ``y``, so ART's mean loss averages the ``K`` gradients. A float64 batch (HopSkipJump, Boundary) is
+        purified in the model's precision and handed on in it (float32 for the usual models), a dtype the
+        classifier takes.
         """
         import torch
 
+        out_dtype = self._model_dtype(x) if x.dtype == torch.float64 else x.dtype
+        seeds, ids, fresh = self._call_randomness(x, gradient=torch.is_grad_enabled() and x.requires_grad,
+                                                  has_labels=y is not None)
+        if ids is not None and len(ids) > len(x):  # EOT expansion, copy-major
+            k = len(ids) // len(x)
+            x = torch.cat([x] * k, dim=0)
+            y = torch.cat([y] * k, dim=0)
         if self.gradient == "bpda":
             # ART never calls estimate_forward on the PyTorch path (ART issue 1526): straight-through here.
             with torch.no_grad():
-                purified, _ = self._purify_tensor(x.detach(), None, None, False)
-            return x + (purified - x).detach(), y
-        purified, _ = self._purify_tensor(x, None, None, False)
+                purified, _ = self._purify_tensor(x.detach(), seeds, ids, False, fresh=fresh, out_dtype=out_dtype)
+            return x.to(out_dtype) + (purified - x.to(out_dtype)).detach(), y
+        purified, _ = self._purify_tensor(x, seeds, ids, False, fresh=fresh, out_dtype=out_dtype)
         return purified, y
+
+    # ------------------------------------------------------------------ attack control
+    @contextlib.contextmanager
+    def controlled(self, control: RandomnessControl) -> Iterator[RandomnessControl]:
+        """
+        Install an attack's randomness control for a block of calls: every call without explicit seeds then runs
+        under it and is counted in ``control.audit``; deep copies made inside the block share it. While it is
+        installed, a call on any purifier not under a control raises :class:`RandomnessEscapeError`.
+        """
+        previous = self._control
+        self._control = control
+        control.activate()
+        try:
+            yield control
+        finally:
+            control.deactivate()
+            self._control = previous
+
+    def _live_control(self) -> RandomnessControl | None:
+        control = self._control
+        if control is not None and control.closed:  # a copy made during an attack that has ended
+            self._control = control = None
+        return control
+
+    def _call_randomness(self, x: "torch.Tensor", gradient: bool, has_labels: bool):
+        """``(seeds, sample_ids, fresh)`` of a call without explicit seeds: the control's, else raise on an
+        escape, else the ``randomness()`` context or the constructor's seed (resolved later)."""
+        control = self._live_control()
+        if control is not None:
+            seeds, ids, _ = control.rows(x.detach().cpu().numpy(), gradient, has_labels)
+            return seeds, ids, seeds is None
+        others = active_controls()
+        if others and self._context is None:
+            why = (f"a purifier call of {len(x)} rows ran on a DiffusionPurifier that the running attack does not "
+                   "control (a classifier built or copied around the attack's purifier?)")
+            for other in others:
+                other.record_escape(len(x), why)
+            raise RandomnessEscapeError(why.capitalize() + "; build every estimator of the attack on the same "
+                                        "classifier, so that they share the purifier object")
+        return None, None, False
+
+    # ------------------------------------------------------------------ copies
+    def __getstate__(self) -> dict[str, Any]:
+        if self._live_control() is not None:
+            raise RandomnessEscapeError(
+                "A DiffusionPurifier under an attack's randomness control cannot be sent to another process: its calls "
+                "there would escape the control and its audit (for ART's AutoAttack use parallel_pool_size=0)")
+        state = self.__dict__.copy()
+        state["_fresh_generator"] = self._fresh_generator.get_state()
+        state["_noise_cache"] = OrderedDict()
+        state["_control"] = None
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        import torch
+
+        generator = torch.Generator(device="cpu")
+        generator.set_state(state["_fresh_generator"])
+        self.__dict__.update(state, _fresh_generator=generator)
+
+    def __deepcopy__(self, memo: dict) -> "DiffusionPurifier":
+        import torch
+
+        new = self.__class__.__new__(self.__class__)
+        memo[id(self)] = new
+        for key, value in self.__dict__.items():
+            if key == "_fresh_generator":
+                value = torch.Generator(device="cpu")
+                value.set_state(self._fresh_generator.get_state())
+            elif key == "_noise_cache":
+                value = OrderedDict()
+            elif key != "_control":  # a copy made during an attack stays under the same control and audit
+                value = copy.deepcopy(value, memo)
+            new.__dict__[key] = value
+        return new
 
     def estimate_forward(self, x: "torch.Tensor", y: Any | None = None) -> "torch.Tensor":
         """Identity (BPDA) estimate; see :meth:`forward` for the mode ART actually uses."""
         return x
 
     # ------------------------------------------------------------------ the chain
-    def _purify_tensor(self, x: "torch.Tensor", seed, sample_ids, return_trajectory: bool):
+    def _purify_tensor(self, x: "torch.Tensor", seed, sample_ids, return_trajectory: bool, fresh: bool = False,
+                       out_dtype: "torch.dtype | None" = None):
+        """Purify ``x``; ``fresh`` forces fresh noise (a control's stochastic mode), whatever the seeds say."""
         import torch
 
         self._validate_input(x)
         n = x.shape[0]
-        rows = self._row_randomness(n, seed, sample_ids)
+        rows = None if fresh else self._row_randomness(n, seed, sample_ids)
         model_dtype = self._model_dtype(x)
         lo, hi = self.clip_values
         z = x if self.channels_first else x.permute(0, 3, 1, 2)
-        z = (z.to(device=self.device, dtype=model_dtype) - lo) * (2.0 / (hi - lo)) - 1.0
+        z = z.to(device=self.device, dtype=model_dtype)
+        if not self.strict:
+            z = z.clamp(lo, hi)  # as ART's preprocessors: attacks may query slightly outside the box
+        z = (z - lo) * (2.0 / (hi - lo)) - 1.0
 
         outs, trajs = [], []
         starts = range(0, n, self.batch_size)
@@ -323,7 +426,7 @@ class DiffusionPurifier(PreprocessorPyTorch):
         def to_input_space(v):
             v = (v.clamp(-1.0, 1.0) + 1.0) * ((hi - lo) / 2.0) + lo
             v = v if self.channels_first else v.movedim(-3, -1)
-            return v.to(device=x.device, dtype=x.dtype)
+            return v.to(device=x.device, dtype=out_dtype or x.dtype)
 
         trajectory = None
         if return_trajectory:
@@ -498,6 +601,8 @@ class DiffusionPurifier(PreprocessorPyTorch):
                 raise ValueError(f"The model takes {size[0]}x{size[1]} images, the input is {spatial[0]}x{spatial[1]}")
         if not bool(torch.isfinite(x.detach()).all()):
             raise ValueError("The input contains NaN or inf values")
+        if not self.strict:
+            return
         lo, hi = self.clip_values
         tol = 1e-5 * (hi - lo)
         x_min, x_max = float(x.detach().min()), float(x.detach().max())
@@ -532,6 +637,8 @@ class DiffusionPurifier(PreprocessorPyTorch):
         prediction = getattr(self.scheduler.config, "prediction_type", "epsilon")
         if prediction != "epsilon":
             raise ValueError(f"Only epsilon-prediction models are supported, the scheduler says {prediction!r}")
+        if not isinstance(self.strict, bool):
+            raise ValueError(f"strict must be a bool, got {self.strict!r}")
         if not callable(self.model):
             raise ValueError("model must be a torch module or a callable (x_t, t) -> eps")
 

@@ -9,6 +9,7 @@ import torch
 
 from conftest import art_classifier, make_purifier, tiny_classifier
 
+from art_diffpure.randomness import RandomnessControl
 from art_diffpure.attack import (
     EOT_SEED_STRIDE,
     PROTOCOLS,
@@ -86,15 +87,16 @@ def test_aligned_attack_does_not_depend_on_batching(images):
 
 def test_subset_calls_get_their_own_sample_ids(images):
     """Attacks such as APGD and SquareAttack query subsets of the batch: rows keep their sample's xi."""
-    classifier, _ = _setup()
+    classifier, purifier = _setup()
     attack = RandomnessAlignedAttack(classifier, seed=2, batch_size=6)
     full = attack.predict_test(images)
-    attack._state.set_batch(images, np.arange(6), attack.attack_seeds(), 1)
-    try:
-        subset = attack.view.predict(images[[4, 1]] + 0.01)
-        whole = attack.view.predict(images)
-    finally:
-        attack._state.clear()
+    control = RandomnessControl([2], bound=0.05)
+    control.set_batch(images, np.arange(6))
+    with purifier.controlled(control):
+        subset = classifier.predict(images[[4, 1]] + 0.01)
+        whole = classifier.predict(images)
+    assert control.audit.ok and control.audit.rows_purified == 8
+    assert control.audit.rows_per_sample == {0: 1, 1: 2, 2: 1, 3: 1, 4: 2, 5: 1}
     np.testing.assert_allclose(whole, full, rtol=1e-5, atol=1e-6)
     ref = attack.predict_test(images[[4, 1]] + 0.01, sample_ids=[4, 1])
     np.testing.assert_allclose(subset, ref, rtol=1e-5, atol=1e-6)
@@ -181,13 +183,13 @@ def test_pgd_l2_and_fgm_and_attack_instances(images):
     l2 = RandomnessAlignedAttack(classifier, norm=2, eps=0.5, eps_step=0.2, max_iter=2, batch_size=6)
     x_adv = l2.generate(images, y)
     assert np.linalg.norm((x_adv - images).reshape(6, -1), axis=1).max() <= 0.5 + 1e-5
-    fgm = RandomnessAlignedAttack(classifier, attack=FastGradientMethod(classifier, eps=0.05), batch_size=6)
-    assert fgm.inner.estimator is fgm.view
+    instance = FastGradientMethod(classifier, eps=0.05)
+    fgm = RandomnessAlignedAttack(classifier, attack=instance, batch_size=6)
+    assert fgm.inner is instance  # used as it is: the randomness lives on the purifier object
     x_adv = fgm.generate(images, y)
     assert np.abs(x_adv - images).max() <= 0.05 + 1e-6
     pgd = RandomnessAlignedAttack(classifier, attack=ProjectedGradientDescent(classifier, eps=0.05, max_iter=1),
                                   batch_size=3)
-    assert pgd.inner.batch_size == 3
     assert pgd.generate(images).shape == images.shape  # y=None: labels under the test randomness
 
 

@@ -295,7 +295,47 @@ def test_channels_last_and_clip_values(images):
 ])
 def test_bad_inputs_raise(bad, message):
     with pytest.raises(ValueError, match=message):
-        make_purifier(t_star=2).purify(bad)
+        make_purifier(t_star=2, strict=True).purify(bad)
+
+
+def test_out_of_range_inputs_are_clamped_unless_strict(images):
+    """ART's own preprocessors clamp; several ART attacks query points slightly outside the box."""
+    purifier = make_purifier(t_star=3, seed=0)
+    outside = images.copy()
+    outside[:, :, 0, 0] = 1.3
+    outside[:, :, 1, 1] = -0.2
+    inside = np.clip(outside, 0.0, 1.0)
+    np.testing.assert_array_equal(purifier.purify(outside), purifier.purify(inside))
+    with pytest.raises(ValueError, match="clip_values"):
+        make_purifier(t_star=3, seed=0, strict=True).purify(outside)
+    with pytest.raises(ValueError, match="strict"):
+        make_purifier(strict="yes")
+
+
+def test_float64_batches_are_handed_on_in_the_model_dtype(images):
+    """HopSkipJump and Boundary pass float64 arrays: the classifier behind the purifier must still run."""
+    purifier = make_purifier(t_star=3, seed=0)
+    classifier = art_classifier(tiny_classifier(), purifier)
+    p32 = classifier.predict(images)
+    p64 = classifier.predict(images.astype(np.float64))
+    np.testing.assert_allclose(p64, p32, atol=1e-5)
+    out, _ = purifier.forward(torch.from_numpy(images.astype(np.float64)))
+    assert out.dtype == torch.float32
+    assert purifier.purify(images.astype(np.float64)).dtype == np.float64  # purify keeps the caller's dtype
+
+
+@pytest.mark.parametrize("seed", [0, None])
+def test_defended_classifier_survives_deepcopy_and_pickle(images, seed):
+    import copy
+    import pickle
+
+    purifier = make_purifier(t_star=3, seed=seed, generator_seed=5)
+    classifier = art_classifier(tiny_classifier(), purifier)
+    for clone in (copy.deepcopy(classifier), pickle.loads(pickle.dumps(classifier))):
+        twin = clone.preprocessing_defences[0]
+        assert twin is not purifier and twin._fresh_generator is not purifier._fresh_generator
+        # the same weights, and for seed=None the same position in the fresh-noise sequence
+        np.testing.assert_allclose(clone.predict(images), copy.deepcopy(classifier).predict(images), atol=1e-6)
 
 
 @pytest.mark.parametrize("kwargs, message", [

@@ -1,0 +1,278 @@
+"""The randomness an attack fixes on a purifier, who it applies to, and the audit of every call.
+
+ART rebuilds and copies estimators freely (APGD builds a new ``PyTorchClassifier`` from the same
+preprocessor objects, AutoAttack keeps sub-attacks on the estimator it was given and subsets ``x``,
+``estimator_orig`` holds yet another reference). The one thing that survives all of that is the
+preprocessor object, so the state that decides a purification's noise lives on the
+:class:`~art_diffpure.DiffusionPurifier` as a :class:`RandomnessControl`, installed by
+:class:`~art_diffpure.RandomnessAlignedAttack` for the length of an attack. Every purifier call made
+while a control is installed anywhere in the process is either run under it (and counted), or raises.
+
+Row identity. Noise is seeded per *sample id*, so every row of every call must be mapped to the
+sample it belongs to. ART attacks hand over the batch, subsets of it, random restarts, or black-box
+queries. A row is identified with certainty when either
+
+- the control holds a single sample (every query made while attacking it belongs to it), or
+- the attack promises a perturbation bound ``b`` (Linf distance; an ``L2`` or ``L1`` ball of radius
+  ``eps`` lies inside the Linf ball of the same radius) and exactly one clean sample lies within
+  ``b`` of the row. Batches are only controlled this way when their clean samples are more than
+  ``2 b`` apart, so that the balls are disjoint.
+
+Anything else raises :class:`AmbiguousRowsError` after counting the rows in the audit: a row is never
+guessed. :class:`~art_diffpure.RandomnessAlignedAttack` therefore attacks one sample at a time when an
+attack has no bound or a batch is too tight.
+"""
+from __future__ import annotations
+
+import threading
+from dataclasses import asdict, dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+
+from art_diffpure.noise import seed_hash
+
+#: EOT configuration ``k`` of base seed ``s`` uses base seed ``s + k * EOT_SEED_STRIDE`` (``k = 0`` is ``s`` itself).
+EOT_SEED_STRIDE = 7919
+#: In ``"transfer"`` mode the test base seed is ``s + TRANSFER_SEED_OFFSET``. The offset is a prime larger than
+#: any ``k * EOT_SEED_STRIDE`` used in practice and not a multiple of the (prime) stride, so the test seed never
+#: equals an attack seed.
+TRANSFER_SEED_OFFSET = 1_000_000_007
+SEED_LIMIT = 2**32  # the seed hash works modulo 2**32: keep derived seeds distinct below it
+#: Relative and absolute slack on a perturbation bound (float32 round-off of ``x + delta`` and clipping).
+BOUND_RTOL, BOUND_ATOL = 1e-5, 1e-6
+
+
+def eot_seeds(seed: int, eot_samples: int) -> list[int]:
+    """The base seeds of the ``eot_samples`` attack configurations of base seed ``seed``: ``seed + k * 7919``."""
+    return [int(seed) + k * EOT_SEED_STRIDE for k in range(eot_samples)]
+
+
+def transfer_test_seed(seed: int) -> int:
+    """The test base seed of ``"transfer"`` mode for attack base seed ``seed``: ``seed + 1000000007``."""
+    return int(seed) + TRANSFER_SEED_OFFSET
+
+
+def numpy_start_seed(seed: int, first_id: int) -> int:
+    """Seed of numpy's global RNG for ART's random starts on the batch that begins with sample ``first_id``."""
+    return seed_hash(seed, int(first_id), 0)
+
+
+class RandomnessEscapeError(RuntimeError):
+    """A purifier call would run under randomness nobody chose (outside the control of a running attack)."""
+
+
+class AmbiguousRowsError(RuntimeError):
+    """Rows of a purifier call could not be mapped to their samples with certainty.
+
+    A ``RuntimeError`` on purpose: ART's AutoAttack swallows ``ValueError`` from its targeted sub-attacks."""
+
+
+@dataclass
+class RandomnessAudit:
+    """What happened to every row a purifier saw while a control was installed."""
+
+    calls: int = 0
+    gradient_calls: int = 0
+    rows_purified: int = 0
+    rows_intended: int = 0
+    rows_ambiguous: int = 0
+    rows_uncontrolled: int = 0
+    rows_per_sample: dict[int, int] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """Every row purified ran under the intended randomness."""
+        return self.rows_ambiguous == 0 and self.rows_uncontrolled == 0 and self.rows_intended == self.rows_purified
+
+    def add(self, other: "RandomnessAudit") -> None:
+        """Accumulate ``other`` into this audit."""
+        for name in ("calls", "gradient_calls", "rows_purified", "rows_intended", "rows_ambiguous",
+                     "rows_uncontrolled"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        for i, n in other.rows_per_sample.items():
+            self.rows_per_sample[i] = self.rows_per_sample.get(i, 0) + n
+        self.errors.extend(other.errors)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable form (sample ids as strings, as JSON keys must be)."""
+        out = asdict(self)
+        out["rows_per_sample"] = {str(k): int(v) for k, v in sorted(self.rows_per_sample.items())}
+        out["ok"] = self.ok
+        return out
+
+
+# Controls installed on some purifier of this process right now: a call on any other purifier while one is
+# installed is an escape (e.g. a classifier deep-copied before the attack started).
+_ACTIVE: list["RandomnessControl"] = []
+_ACTIVE_LOCK = threading.Lock()
+
+
+def active_controls() -> list["RandomnessControl"]:
+    """The controls installed on purifiers right now."""
+    with _ACTIVE_LOCK:
+        return list(_ACTIVE)
+
+
+class RandomnessControl:
+    """
+    The randomness of the samples under attack: attack configurations (base seeds, one per EOT copy; ``None``
+    for fresh noise), the clean batch and its sample ids, and how rows are identified.
+
+    :param configs: base seeds of the ``K`` configurations, or ``None`` for fresh randomness on every call.
+    :param eot_samples: ``K``: loss-gradient calls are expanded ``K`` times (copy-major), one copy per configuration;
+        predictions and other calls use configuration 0.
+    :param bound: the attack's promised Linf perturbation bound around the clean sample, or ``None`` (unbounded:
+        only single-sample batches can be identified).
+    :param positional: rows are the batch itself in order (ART's ``predict`` on exactly these samples), no search.
+    """
+
+    def __init__(self, configs: Sequence[int] | None, eot_samples: int = 1, bound: float | None = None,
+                 positional: bool = False) -> None:
+        self.configs = None if configs is None else [int(c) for c in configs]
+        if self.configs is not None and len(self.configs) < eot_samples:
+            raise ValueError(f"{eot_samples} EOT samples need as many configurations, got {len(self.configs)}")
+        self.eot_samples = int(eot_samples)
+        self.bound = None if bound is None else float(bound)
+        self.positional = positional
+        self.single_config: int | None = None  # looped EOT: the configuration of the gradient call in flight
+        self.audit = RandomnessAudit()
+        self.closed = False
+        self._x_clean: np.ndarray | None = None
+        self._ids: np.ndarray | None = None
+
+    # ------------------------------------------------------------------ batch
+    def set_batch(self, x_clean: np.ndarray, sample_ids: Sequence[int]) -> None:
+        """The clean samples now under attack and their ids. Raises if their bound-balls are not disjoint."""
+        flat = np.asarray(x_clean, dtype=np.float64).reshape(len(x_clean), -1)
+        ids = np.asarray(sample_ids, dtype=np.int64).reshape(-1)
+        if len(ids) != len(flat):
+            raise ValueError(f"Got {len(ids)} sample ids for {len(flat)} samples")
+        if self.configs is not None and not self.positional and len(flat) > 1:
+            if self.bound is None:
+                raise AmbiguousRowsError("An attack without a perturbation bound can only be controlled one sample "
+                                         "at a time")
+            gap = min_separation(flat)
+            if gap <= 2 * self._slack_bound():
+                raise AmbiguousRowsError(f"Clean samples of the batch are {gap:.4g} apart in Linf, not more than twice "
+                                         f"the attack's bound {self.bound:.4g}: their rows cannot be told apart")
+        self._x_clean, self._ids = flat, ids
+
+    def _slack_bound(self) -> float:
+        return self.bound * (1 + BOUND_RTOL) + BOUND_ATOL
+
+    # ------------------------------------------------------------------ rows of a call
+    def rows(self, x: np.ndarray, gradient: bool, has_labels: bool) -> tuple[np.ndarray | None, np.ndarray, int]:
+        """
+        ``(per-row base seeds or None for fresh, per-row sample ids, K)`` for a call on rows ``x``; on a
+        loss-gradient call (``gradient`` and ``has_labels``) with ``K > 1`` the call is to be expanded ``K`` times
+        and the seeds and ids returned are those of the expanded rows. Counts the rows in the audit.
+        """
+        n = len(x)
+        audit = self.audit
+        audit.calls += 1
+        audit.gradient_calls += int(gradient)
+        k = self.eot_samples if gradient and self.single_config is None else 1
+        if k > 1 and not has_labels:
+            audit.rows_purified += n
+            audit.rows_uncontrolled += n
+            msg = (f"eot_samples={k} averages loss gradients, but this gradient call has no labels (a class gradient, "
+                   "e.g. DeepFool or JSMA): use eot_samples=1 with such attacks")
+            audit.errors.append(msg)
+            raise RandomnessEscapeError(msg)
+        ids = self._identify(x)
+        audit.rows_purified += n * k
+        audit.rows_intended += n * k
+        for i in ids.tolist():
+            audit.rows_per_sample[i] = audit.rows_per_sample.get(i, 0) + k
+        if self.configs is None:
+            return None, np.tile(ids, k), k
+        if self.single_config is not None and gradient:
+            seeds = np.full(n, self.configs[self.single_config], dtype=np.int64)
+        else:
+            seeds = np.repeat(np.asarray(self.configs[:k], dtype=np.int64), n)
+        return seeds, np.tile(ids, k), k
+
+    def _identify(self, x: np.ndarray) -> np.ndarray:
+        if self._ids is None:
+            self._fail(len(x), "the control has no batch set (call set_batch before the attack runs)")
+        n_clean = len(self._ids)
+        if self.positional:
+            if len(x) != n_clean:
+                self._fail(len(x), f"a positional control of {n_clean} samples got a call of {len(x)} rows")
+            return self._ids.copy()
+        if n_clean == 1:
+            return np.repeat(self._ids, len(x))
+        if self.configs is None:  # fresh noise: identity only feeds the per-sample audit; nearest is enough
+            return self._ids[self._nearest(x)[0]]
+        nearest, dist = self._nearest(x)
+        inside = dist <= self._slack_bound()
+        if not inside.all():
+            bad = int((~inside).sum())
+            self._fail(len(x), f"{bad} of {len(x)} rows lie farther than the attack's bound {self.bound:.4g} (Linf) "
+                               f"from every clean sample (nearest {float(dist.max()):.4g})", ambiguous=bad)
+        return self._ids[nearest]
+
+    def _nearest(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Index of the nearest clean sample (Linf) of each row and its distance, in chunks to bound memory."""
+        flat = np.asarray(x, dtype=np.float64).reshape(len(x), -1)
+        if len(flat) == len(self._x_clean):  # the usual case: the whole batch in order
+            own = np.abs(flat - self._x_clean).max(axis=1)
+            if self.bound is not None and own.max() <= self._slack_bound():
+                return np.arange(len(flat)), own  # within the bound of its own sample, and balls are disjoint
+        idx = np.empty(len(flat), dtype=np.int64)
+        dist = np.empty(len(flat))
+        chunk = max(1, (1 << 24) // max(1, flat.shape[1] * len(self._x_clean)))
+        for a in range(0, len(flat), chunk):
+            d = np.abs(flat[a:a + chunk, None, :] - self._x_clean[None]).max(axis=2)
+            idx[a:a + chunk] = d.argmin(axis=1)
+            dist[a:a + chunk] = d.min(axis=1)
+        return idx, dist
+
+    def _fail(self, n: int, why: str, ambiguous: int | None = None) -> None:
+        self.audit.rows_purified += n
+        self.audit.rows_ambiguous += n if ambiguous is None else ambiguous
+        self.audit.rows_uncontrolled += 0 if ambiguous is None else n - ambiguous
+        self.audit.errors.append(why)
+        raise AmbiguousRowsError(f"Cannot tell which sample each row belongs to: {why}. RandomnessAlignedAttack attacks "
+                                 "one sample at a time when the attack has no perturbation bound; pass "
+                                 "batch_size=1 to force it")
+
+    def record_escape(self, n: int, why: str) -> None:
+        """Count ``n`` rows that ran (or would have run) outside this control."""
+        self.audit.rows_purified += n
+        self.audit.rows_uncontrolled += n
+        self.audit.errors.append(why)
+
+    # ------------------------------------------------------------------ lifetime
+    def activate(self) -> None:
+        with _ACTIVE_LOCK:
+            _ACTIVE.append(self)
+
+    def deactivate(self) -> None:
+        self.closed = True
+        with _ACTIVE_LOCK:
+            if self in _ACTIVE:
+                _ACTIVE.remove(self)
+
+
+def min_separation(flat: np.ndarray) -> float:
+    """Smallest Linf distance between two rows of ``flat`` (row by row to bound memory)."""
+    return min((float(np.abs(flat[a + 1:] - flat[a]).max(axis=1).min()) for a in range(len(flat) - 1)),
+               default=np.inf)
+
+
+__all__ = [
+    "AmbiguousRowsError",
+    "EOT_SEED_STRIDE",
+    "RandomnessAudit",
+    "RandomnessControl",
+    "RandomnessEscapeError",
+    "TRANSFER_SEED_OFFSET",
+    "active_controls",
+    "eot_seeds",
+    "min_separation",
+    "numpy_start_seed",
+    "transfer_test_seed",
+]
