@@ -61,10 +61,16 @@ class AttackProtocol:
     foolbox, whose ``LinfPGD`` defaults are exactly ``steps=40`` and ``rel_stepsize=0.01 / 0.3`` (= 1/30,
     relative to epsilon) with a random start. We therefore read it as one relative step of 1/30 for
     both data sets: eps_step = 8/255/30 on CIFAR-10 and 4/255/30 on ImageNet, one random start.
+
+    ``attack`` names the inner attack: ``"pgd"`` (ART's ``ProjectedGradientDescent``), ``"autoattack_rand"``
+    (ART's ``AutoAttack`` with APGD-CE and APGD-DLR, ``max_iter`` iterations each, EOT from the purifier) or
+    ``"autoattack_standard"`` (fra31's implementation: APGD-CE, APGD-T, FAB-T with ``max_iter`` iterations,
+    Square with ``50 * max_iter`` queries, i.e. fra31's 100 and 5000).
     """
 
     name: str
     eps: float
+    attack: str = "pgd"
     max_iter: int = 40
     rel_step: float = 0.01 / 0.3
     norm: float | int | str = np.inf
@@ -116,7 +122,17 @@ PROTOCOLS: dict[str, AttackProtocol] = {
     "paper_imagenet_transfer": AttackProtocol(
         "paper_imagenet_transfer", eps=4 / 255, randomness="transfer", gradient="bpda", t_star=150,
         description="Table 4, ImageNet transfer across fixed configurations."),
+    "autoattack_standard": AttackProtocol(
+        "autoattack_standard", eps=8 / 255, attack="autoattack_standard", max_iter=100, seeds=(0,), t_star=100,
+        description="AutoAttack standard (APGD-CE, APGD-T, FAB-T, Square) by fra31's implementation (pyautoattack); "
+                    "meant for deterministic defences: aligned, it attacks one fixed xi per sample."),
+    "autoattack_rand": AttackProtocol(
+        "autoattack_rand", eps=8 / 255, attack="autoattack_rand", max_iter=100, eot_samples=20,
+        randomness="stochastic", seeds=(0,), t_star=100,
+        description="AutoAttack rand (APGD-CE, APGD-DLR, EOT over 20 draws) by ART's AutoAttack and APGD with the "
+                    "purifier's batched EOT, as DiffPure's own evaluation ran it."),
 }
+PROTOCOL_ATTACKS = ("pgd", "autoattack_rand", "autoattack_standard")
 
 
 def _norm_name(norm: Any) -> str | float:
@@ -151,6 +167,18 @@ def _find_purifier(classifier: Any) -> DiffusionPurifier:
     if len(found) > 1:
         raise ValueError(f"The classifier has {len(found)} DiffusionPurifiers; exactly one is supported")
     return found[0]
+
+
+def _protocol_attack(protocol: AttackProtocol, batch_size: int) -> Callable[[PyTorchClassifier], EvasionAttack]:
+    """The factory of a protocol's AutoAttack version (see :class:`AttackProtocol`)."""
+    from art_diffpure.autoattack import autoattack_rand, autoattack_standard
+
+    if protocol.attack == "autoattack_rand":
+        return lambda clf: autoattack_rand(clf, eps=protocol.eps, norm=protocol.norm, max_iter=protocol.max_iter,
+                                           batch_size=batch_size)
+    return lambda clf: autoattack_standard(clf, eps=protocol.eps, norm=protocol.norm, seed=protocol.seeds[0],
+                                           batch_size=batch_size, n_iter=protocol.max_iter,
+                                           n_queries=50 * protocol.max_iter)
 
 
 def perturbation_bound(attack: EvasionAttack) -> float | None:
@@ -326,6 +354,10 @@ class RandomnessAlignedAttack(EvasionAttack):
                       eps=protocol.eps, eps_step=protocol.eps_step, max_iter=protocol.max_iter, norm=protocol.norm,
                       num_random_init=protocol.num_random_init, gradient=protocol.gradient,
                       batch_size=protocol.batch_size)
+        if protocol.attack not in PROTOCOL_ATTACKS:
+            raise ValueError(f"Unknown protocol attack {protocol.attack!r}; expected one of {PROTOCOL_ATTACKS}")
+        if protocol.attack != "pgd":
+            kwargs["attack"] = _protocol_attack(protocol, int(overrides.get("batch_size", protocol.batch_size)))
         kwargs.update(overrides)
         out = cls(classifier, **kwargs)
         out.protocol = protocol
@@ -451,7 +483,7 @@ class RandomnessAlignedAttack(EvasionAttack):
             if self.targeted:
                 raise ValueError("A targeted attack needs target labels y")
             y = self.predict_test(x, sample_ids=ids).argmax(axis=1)
-        y_onehot = check_and_transform_label_format(y, nb_classes=self.estimator.nb_classes, return_one_hot=True)
+        y_onehot = check_and_transform_label_format(np.asarray(y), nb_classes=self.estimator.nb_classes, return_one_hot=True)
         control = self._control()
         groups, identification = self._groups(x, control)
         x_adv = np.empty_like(x)
@@ -494,7 +526,8 @@ class RandomnessAlignedAttack(EvasionAttack):
         ids = self._ids(len(x), sample_ids)
         control = self._control(positional=True)
         control.set_batch(x, ids)
-        y_onehot = check_and_transform_label_format(y, nb_classes=self.estimator.nb_classes, return_one_hot=True)
+        y_onehot = check_and_transform_label_format(np.asarray(y), nb_classes=self.estimator.nb_classes,
+                                                    return_one_hot=True)
         with self.purifier.controlled(control), self._eot_loop(control):
             grad = self.estimator.loss_gradient(x, y_onehot.astype(np.float32))
         self.last_audit = control.audit
@@ -712,6 +745,7 @@ def gradient_correlation(
 
 __all__ = [
     "AttackProtocol",
+    "PROTOCOL_ATTACKS",
     "EOT_SEED_STRIDE",
     "PROTOCOLS",
     "RANDOMNESS_MODES",
@@ -720,6 +754,7 @@ __all__ = [
     "eot_seeds",
     "evaluate_repeats",
     "gradient_correlation",
+    "perturbation_bound",
     "perturbation_correlation",
     "transfer_test_seed",
 ]

@@ -16,7 +16,9 @@ every mode (aligned, transfer, stochastic).
 """
 from __future__ import annotations
 
+import hashlib
 import importlib
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -68,8 +70,12 @@ class Fra31AutoAttack(EvasionAttack):
     ``version="standard"`` runs APGD-CE, APGD-T, FAB-T and Square; ``"rand"`` fra31's own rand version (APGD-CE
     and APGD-DLR with its sequential ``eot_iter=20``); ``"custom"`` the ``attacks`` given. ``n_iter``,
     ``n_restarts``, ``n_queries`` and ``n_target_classes`` override fra31's sizes (for quick runs).
-    ``state_path`` is fra31's resumable evaluation state: an interrupted ``generate`` rerun with the same path
-    skips the sub-attacks already finished.
+    ``state_path`` makes ``generate`` resumable: after each sub-attack the adversarial examples and robust flags
+    so far are written there atomically (``.npz``, with a fingerprint of the inputs and settings), and a rerun with
+    the same path skips the sub-attacks already finished. (fra31's own ``run_standard_evaluation(state_path=...)``
+    cannot resume in pyautoattack 0.2.0: its state file stores the set of attacks as a string, so a restored run
+    stops with "different set of attacks", and a restored run that finds an adversarial example fails on an
+    unbound ``y_adv``. The driver therefore runs fra31's sub-attacks one at a time and keeps the state itself.)
     """
 
     attack_params = EvasionAttack.attack_params + [
@@ -132,9 +138,52 @@ class Fra31AutoAttack(EvasionAttack):
         labels = check_and_transform_label_format(y, nb_classes=self.estimator.nb_classes, return_one_hot=True)
         x_t = torch.from_numpy(x.astype(np.float32)).to(self.estimator.device)
         y_t = torch.from_numpy(labels.argmax(axis=1)).to(self.estimator.device)
-        state = None if self.state_path is None else Path(self.state_path)
-        x_adv, _ = self._build().run_standard_evaluation(x_t, y_t, batch_size=self.batch_size, state_path=state)
-        return x_adv.detach().cpu().numpy().astype(x.dtype)
+        aa = self._build()
+        if self.state_path is None:
+            x_adv, _ = aa.run_standard_evaluation(x_t, y_t, batch_size=self.batch_size)
+            return x_adv.detach().cpu().numpy().astype(x.dtype)
+        return self._resumable(aa, x, labels.argmax(axis=1)).astype(x.dtype)
+
+    def _resumable(self, aa: Any, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """fra31's sub-attacks one at a time on the still-robust samples, with the state saved after each."""
+        import torch
+
+        names = list(aa.attacks_to_run)
+        fingerprint = hashlib.sha256(x.tobytes() + y.tobytes() + repr(
+            (names, self.norm, float(self.eps), self.seed, self.n_iter, self.n_restarts, self.n_queries,
+             self.n_target_classes)).encode()).hexdigest()
+        path = Path(self.state_path)
+        x_adv, robust, done = x.astype(np.float32).copy(), None, []
+        if path.exists():
+            with np.load(path) as state:
+                if str(state["fingerprint"]) != fingerprint:
+                    raise ValueError(f"The AutoAttack state {path} belongs to other inputs or settings; delete it "
+                                     "or pass another state_path")
+                x_adv, done = state["x_adv"], state["done"].tolist()
+                robust = state["robust"] if state["robust"].size else None
+        for name in names:
+            if name in done:
+                continue
+            todo = np.arange(len(x)) if robust is None else np.flatnonzero(robust)
+            if len(todo):
+                aa.attacks_to_run = [name]
+                adv, pred = aa.run_standard_evaluation(
+                    torch.from_numpy(x[todo].astype(np.float32)).to(self.estimator.device),
+                    torch.from_numpy(y[todo]).to(self.estimator.device), batch_size=self.batch_size)
+                adv, pred = adv.detach().cpu().numpy(), pred.detach().cpu().numpy()
+                robust = np.ones(len(x), dtype=bool) if robust is None else robust
+                fooled = pred != y[todo]
+                x_adv[todo[fooled]] = adv[fooled]
+                robust[todo[fooled]] = False
+            done.append(name)
+            tmp = path.with_name(path.name + ".tmp.npz")
+            with open(tmp, "wb") as f:
+                np.savez(f, fingerprint=fingerprint, x_adv=x_adv, done=np.array(done),
+                         robust=np.zeros(0, dtype=bool) if robust is None else robust)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        return x_adv
 
     def _check_params(self) -> None:
         if self.version not in ("standard", "rand", "custom", "plus"):
