@@ -86,3 +86,30 @@ def new_figure(width: float = 5.0, height: float = 3.6):
     import matplotlib.pyplot as plt
 
     return plt.subplots(figsize=(width, height))
+
+
+def fmt_interval(interval: dict[str, Any] | Sequence[float] | None, percent: bool = False, digits: int = 3,
+                 signed: bool = False) -> str:
+    """``[low, high]`` of an interval (a ``{"low", "high"}`` dict or a pair); percent: in points, 1 decimal."""
+    if interval is None:
+        return "–"
+    low, high = (interval["low"], interval["high"]) if isinstance(interval, dict) else interval
+    if low is None or high is None:
+        return "–"
+    sign = "+" if signed else ""
+    if percent:
+        return f"[{100 * low:{sign}.1f}, {100 * high:{sign}.1f}]"
+    return f"[{low:{sign}.{digits}f}, {high:{sign}.{digits}f}]"
+
+
+def fmt_accuracy(summary: dict[str, Any] | None, seeds: bool = True) -> str:
+    """
+    An accuracy summary (``art_diffpure.statistics.SeedSummary.to_dict()``) as ``mean% [95% interval over images]``,
+    followed by the seed-to-seed sd when there are several seeds (a different quantity, shown apart).
+    """
+    if summary is None:
+        return "–"
+    text = f"{100 * summary['mean']:.1f}% {fmt_interval(summary['interval'], percent=True)}"
+    if seeds and summary.get("seed_sd") is not None:
+        text += f" (seed sd {100 * summary['seed_sd']:.1f})"
+    return text

@@ -100,6 +100,7 @@ class PairedDifference(_Result):
     test: McNemarResult
     n_images: int
     note: str = ""
+    tests_per_seed: list[McNemarResult] | None = None
 
 
 @dataclass(frozen=True)
@@ -275,7 +276,8 @@ def paired_difference(correct_a: Any, correct_b: Any, level: float = DEFAULT_LEV
         images (each resample draws images and keeps both of their outcomes, so the pairing is kept), and the
         exact McNemar test on the first seed of each (seed 0 in this project). Seeds are not pooled into one
         McNemar test: the seeds re-use the same images, so pooled discordant pairs are not independent and the
-        pooled p-value would be too small.
+        pooled p-value would be too small. With the same number (> 1) of seeds on both sides, the McNemar test
+        of each seed pair (row k of A against row k of B) is given too, in ``tests_per_seed``.
     """
     a = _as_correct(correct_a, "correct_a")
     b = _as_correct(correct_b, "correct_b")
@@ -286,7 +288,8 @@ def paired_difference(correct_a: Any, correct_b: Any, level: float = DEFAULT_LEV
     test = mcnemar_exact(a[0], b[0])
     note = ("difference of the seed-mean accuracies; McNemar on the first seed of each"
             if max(len(a), len(b)) > 1 else "one seed each")
-    return PairedDifference(float(a.mean()), float(b.mean()), diff, test, int(a.shape[1]), note)
+    per_seed = [mcnemar_exact(ra, rb) for ra, rb in zip(a, b)] if len(a) == len(b) > 1 else None
+    return PairedDifference(float(a.mean()), float(b.mean()), diff, test, int(a.shape[1]), note, per_seed)
 
 
 def seed_summary(correct: Any, level: float = DEFAULT_LEVEL, n_boot: int = DEFAULT_N_BOOT,

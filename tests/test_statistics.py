@@ -132,6 +132,10 @@ def test_paired_difference_several_seeds_tests_the_first_seed():
     res = st.paired_difference(a, b)
     assert res.difference.estimate == pytest.approx(a.mean() - b.mean())
     assert res.test == st.mcnemar_exact(a[0], b[0])
+    assert res.tests_per_seed is None  # 3 seeds against 2: no seed pairs
+    res = st.paired_difference(a, a[::-1])
+    assert res.tests_per_seed == [st.mcnemar_exact(a[k], a[2 - k]) for k in range(3)]
+    json.dumps(res.to_dict())
 
 
 def test_paired_difference_bad_input():
