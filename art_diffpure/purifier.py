@@ -600,7 +600,13 @@ class DiffusionPurifier(PreprocessorPyTorch):
             if spatial != size:
                 raise ValueError(f"The model takes {size[0]}x{size[1]} images, the input is {spatial[0]}x{spatial[1]}")
         if not bool(torch.isfinite(x.detach()).all()):
-            raise ValueError("The input contains NaN or inf values")
+            if self.strict:
+                raise ValueError("The input contains NaN or inf values")
+            # The undefended classifier would take them too (ART's Wasserstein attack produces NaN rows): pass them
+            # through. GroupNorm and convolutions act per sample, so other rows are unaffected.
+            if not getattr(self, "_warned_nonfinite", False):
+                logger.warning("The input contains NaN or inf values; they propagate to the output (strict=True raises)")
+                self._warned_nonfinite = True
         if not self.strict:
             return
         lo, hi = self.clip_values
