@@ -724,8 +724,10 @@ def run_experiments(setting: Setting, timer: "_Timer", n_procs: int = 1, args: A
                    for k in ("ddpm", "reverse") for r in table7[k]]
         # Tables 6 and 7 share DDPM and reverse at the default t*: fit each configuration once.
         points, dropped = laws.distinct_points(points)
+        correct = {f"{k} t*={setting.t_star}": table6[k]["adv_correct"] for k in samplers}
+        correct.update({f"{k} t*={r['t_star']}": r["adv_correct"] for k in ("ddpm", "reverse") for r in table7[k]})
         fig3b: dict[str, Any] = {"points": points, "duplicates_removed": dropped, "n_seeds_per_point": 1,
-                                 "warnings": []}
+                                 "warnings": [], "adv_correct": {p[2]: correct[p[2]] for p in points}}
         try:
             with _recorded(OptimizeWarning) as fit_warnings:
                 fit = metrics.fit_compression_law([p[0] for p in points], [p[1] for p in points])
@@ -1092,11 +1094,20 @@ def _markdown(r: dict[str, Any], timings: dict[str, float], figures: list[str]) 
     dup_text = f" ({', '.join(dup)} counted once)" if dup else ""
     if f3.get("fit"):
         fit = f3["fit"]
-        lines += ["", f"Compression law (Fig. 3b): sigmoid fit over {fit['n_points']} distinct configurations"
-                  f"{dup_text}, one seed each, R² = {fit['r2']:.3f}, parameters "
-                  f"{', '.join(f'{k}={v:.3g}' for k, v in fit['params'].items())}; extrapolated to zero compression: "
-                  f"{rp.fmt(f3['fit_predict_at_0'], percent=True)} (clean accuracy of the undefended classifier: "
-                  f"{rp.fmt(und['clean_accuracy'], percent=True)})."]
+        c7 = next((law for law in r.get("laws", []) if law["law"] == "C7"), None)
+        boot = (c7 or {}).get("fit_intervals") or {}
+
+        def with_iv(name, value):
+            iv = boot.get("r2") if name == "R²" else boot.get("params", {}).get(name)
+            return f"{name} = {value:.3g}" + (f" [{iv[0]:.3g}, {iv[1]:.3g}]" if iv else "")
+
+        lines += ["", f"Compression law (Fig. 3b): sigmoid `b + a / (1 + exp(k (c - c0)))` fit over {fit['n_points']} "
+                  f"distinct configurations{dup_text}, one seed each: {with_iv('R²', fit['r2'])}, "
+                  f"{', '.join(with_iv(k, v) for k, v in fit['params'].items())}"
+                  + (f" (95% intervals: {boot['method']}; {boot['failed']} of {boot['n_boot']} refits failed)"
+                     if boot.get("method") else "")
+                  + f"; extrapolated to zero compression: {rp.fmt(f3['fit_predict_at_0'], percent=True)} (clean "
+                  f"accuracy of the undefended classifier: {rp.fmt(und['clean_accuracy'], percent=True)})."]
     else:
         lines += ["", f"Compression law (Fig. 3b): no sigmoid fit ({f3.get('fit_error')})."]
     lines += [f"- warning: {w}" for w in f3.get("warnings", [])]

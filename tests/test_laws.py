@@ -197,3 +197,16 @@ def test_missing_tables_leave_their_law_out(missing):
     r = results()
     del r[missing]
     assert len(laws.verdicts(r)) == 6
+
+
+def test_c7_fit_intervals_from_a_bootstrap_over_images():
+    r = results(n=32)
+    kept = r["fig3b"]["points"]
+    rng = np.random.default_rng(1)
+    r["fig3b"]["adv_correct"] = {p[2]: (rng.random(32) < p[1]).tolist() for p in kept}
+    law = _law(r, "C7")
+    boot = law["fit_intervals"]
+    assert boot["n_boot"] == laws.N_BOOT_FIT and boot["n_images"] == 32
+    assert set(boot["params"]) == set(law["fit_params"])
+    assert boot["r2"][0] <= boot["r2"][1] <= 1.0
+    assert laws.fit_intervals(kept, {}) is None
