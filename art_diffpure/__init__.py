@@ -6,6 +6,8 @@ Nothing here needs network access at import time.
 """
 from art_diffpure.attack import RandomnessAlignedAttack
 from art_diffpure.purifier import DiffusionPurifier
+from art_diffpure.randomness import AmbiguousRowsError, RandomnessAudit, RandomnessControl, RandomnessEscapeError
 
 __version__ = "0.1.0"
-__all__ = ["DiffusionPurifier", "RandomnessAlignedAttack"]
+__all__ = ["AmbiguousRowsError", "DiffusionPurifier", "RandomnessAlignedAttack", "RandomnessAudit",
+           "RandomnessControl", "RandomnessEscapeError"]
