@@ -35,6 +35,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     rep = sub.add_parser("reproduce", help="run the paper's experiments and write a report directory")
     _reproduce_args(rep)
 
+    mask = sub.add_parser("masking", help="the gradient-masking checks at full strength (digits, resumable)")
+    mask.add_argument("--out", default="art-diffpure-masking", help="report directory (default: %(default)s)")
+    mask.add_argument("--samplers", nargs="+", default=["ddpm"], choices=["ddpm", "reverse", "ddim"])
+    mask.add_argument("--n-images", type=int, default=32, help="test images (default: %(default)s, as Table 2)")
+    mask.add_argument("--square-queries", type=int, default=1000, help="Square queries (default: %(default)s)")
+    mask.add_argument("--restarts", type=int, default=5, help="PGD-40 random restarts (default: %(default)s)")
+    mask.add_argument("--batch-size", type=int, default=32)
+
     conv = sub.add_parser("convert-adm", help="convert a guided-diffusion (ADM) checkpoint to a diffusers directory")
     try:
         from art_diffpure import convert
@@ -52,6 +60,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         except PresetUnavailable as err:
             print(f"art-diffpure reproduce --preset {args.preset}: {err}", file=sys.stderr)
             return 2
+        return 0
+    if args.command == "masking":
+        from art_diffpure import masking_report
+
+        res = masking_report.run(args.out, tuple(args.samplers), n_images=args.n_images,
+                                 square_queries=args.square_queries, restarts=args.restarts, batch_size=args.batch_size)
+        print(f"wrote {args.out}/report.md: " + ", ".join(f"{k} {v['overall']}" for k, v in res["samplers"].items()))
         return 0
     if args.command == "convert-adm":
         from art_diffpure import convert
