@@ -171,6 +171,10 @@ def paired_comparisons(r: dict[str, Any]) -> list[dict[str, Any]]:
         out.append(_compare("stochastic vs aligned (robust)", "table2", sto, al, "stochastic PGD", "aligned PGD"))
         out.append(_compare("stochastic vs aligned (clean)", "table2", _rows(t2["stochastic"], "clean_correct"),
                             _rows(t2["aligned"], "clean_correct"), "stochastic clean", "aligned clean"))
+        und = r.get("undefended") or {}
+        if "adv_correct" in und:
+            out.append(_compare("aligned vs undefended (robust)", "table2", al, und["adv_correct"][: al.shape[1]],
+                                "aligned PGD", "undefended PGD"))
         eot = t2.get("pgd_eot_stochastic")
         if eot:
             n_e = len(eot["adv_correct"])
@@ -323,7 +327,7 @@ def _c1(r: dict[str, Any]) -> dict[str, Any] | None:
                   "verdict": verdict}
         parts.append(verdict)
         values.append(f"{k} {t1[k]['mean']['l2']['start']:.3f}→{t1[k]['mean']['l2']['end']:.3f}"
-                      + (f" (+{iv['estimate']:.3f} [{iv['low']:.3f}, {iv['high']:.3f}])" if iv else ""))
+                      + (f" ({iv['estimate']:+.3f} [{iv['low']:+.3f}, {iv['high']:+.3f}])" if iv else ""))
     return _law("C1", "purified outputs are farther (l2) from the clean image than the attacked input, per sampler",
                 "Table 1", "; ".join(values), None, f"mean l2 increase > {C1_MIN_INCREASE:g} for every sampler "
                 "(95% bootstrap interval over images)", _combine(parts),

@@ -1122,7 +1122,9 @@ def _markdown(r: dict[str, Any], timings: dict[str, float], figures: list[str]) 
             n_ok = int(n_curve - sum(bool(v) for v in curve["success"][m][k]))
             cells.append(rp.fmt_accuracy(statistics.seed_summary(
                 [True] * n_ok + [False] * (n_curve - n_ok)).to_dict()))
-        rows.append([rp.fmt(e), *cells, rp.fmt(curve["undefended"][k], percent=True),
+        k_und = int(round(curve["undefended"][k] * n_curve))
+        rows.append([rp.fmt(e), *cells, rp.fmt_accuracy(statistics.seed_summary(
+                         [True] * k_und + [False] * (n_curve - k_und)).to_dict()),
                      rp.fmt(theory[k], percent=True) if theory else "–", rp.fmt(alpha[k]) if alpha else "–"])
     lines += ["", f"## Robust accuracy against eps per randomness mode (PGD-{curve['config'].get('max_iter')}, "
               f"{n_curve} images, Wilson 95%)", "", rp.table(header, rows)]

@@ -169,7 +169,8 @@ def test_c7_increasing_relation_does_not_hold():
 def test_comparisons_cover_every_table():
     comps = laws.paired_comparisons(results())
     names = {c["name"] for c in comps}
-    for name in ("stochastic vs aligned (robust)", "stochastic vs aligned (clean)", "transfer vs stochastic",
+    for name in ("stochastic vs aligned (robust)", "stochastic vs aligned (clean)", "aligned vs undefended (robust)",
+                 "transfer vs stochastic",
                  "transfer vs aligned", "PGD-EOT vs PGD (stochastic, same images)", "ddpm vs reverse (aligned)",
                  "ddpm vs ddim (aligned)", "reverse vs ddim (aligned)", "ddpm t*=50 vs t*=10 (aligned)",
                  "reverse t*=100 vs t*=50 (aligned)", "stochastic worst case over draws vs aligned"):
