@@ -250,3 +250,17 @@ def test_fra31_state_path_resumes_after_an_interruption(images, tmp_path, monkey
         RandomnessAlignedAttack(classifier, batch_size=1, attack=lambda c: Fra31AutoAttack(
             c, version="custom", attacks=["apgd-ce", "square"], eps=0.1, state_path=tmp_path / "cut.npz")
         ).generate(x, y)
+
+
+def test_targeted_attack_instances_run_under_control(images):
+    from art.attacks.evasion import ProjectedGradientDescent
+
+    classifier, _ = _setup()
+    targets = (RandomnessAlignedAttack(classifier, seed=0).predict_test(images).argmax(1) + 1) % 10
+    inner = ProjectedGradientDescent(classifier, eps=0.3, eps_step=0.1, max_iter=5, targeted=True, verbose=False)
+    attack = RandomnessAlignedAttack(classifier, attack=inner, targeted=True, batch_size=6)
+    report = attack.evaluate(images, targets)
+    assert report["audit"]["attack"]["ok"] and report["identification"] == "batch"
+    # success means reaching the target, re-checked under the test randomness
+    hit = attack.predict_test(attack.last_x_adv).argmax(1) == targets
+    assert report["success"] == hit.tolist()
