@@ -26,7 +26,7 @@ import logging
 import math
 import time
 from dataclasses import asdict, dataclass, replace
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 from art.attacks.attack import EvasionAttack
@@ -41,9 +41,6 @@ from art_diffpure.purifier import DiffusionPurifier
 from art_diffpure.randomness import (EOT_SEED_STRIDE, SEED_LIMIT, TRANSFER_SEED_OFFSET, RandomnessAudit,
                                      RandomnessControl, RandomnessEscapeError, eot_seeds, min_separation,
                                      numpy_start_seed, transfer_test_seed)
-
-if TYPE_CHECKING:  # pragma: no cover
-    import torch
 
 logger = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """Audit of AutoAttack passed as an INSTANCE to RandomnessAlignedAttack, in each randomness mode (embedded digits,
 t* = 10, purifier seed 5 != attack seed 0, 8 test images): rows purified / under the intended randomness / ambiguous /
 uncontrolled. Writes docs/autoattack-audit.json.  Run: python scripts/autoattack_audit.py"""
-import json, time, warnings, numpy as np, torch
+import json, time, warnings, torch
 warnings.filterwarnings("ignore"); torch.set_num_threads(1)
 from art.attacks.evasion import AutoAttack, AutoProjectedGradientDescent, SquareAttack
 from art_diffpure import RandomnessAlignedAttack, embedded

@@ -15,7 +15,6 @@ import tempfile
 import time
 import warnings
 
-import numpy as np
 import torch
 
 from art_diffpure import embedded

@@ -71,6 +71,16 @@ def art_classifier(model: torch.nn.Module, purifier=None, nb_classes: int = 10, 
     )
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch thread: two threads on a shared 2-core machine spin against other processes (100x slower for
+    8x8 convolutions)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 @pytest.fixture
 def images() -> np.ndarray:
     return np.random.RandomState(0).rand(6, 1, 8, 8).astype(np.float32)

@@ -22,13 +22,7 @@ from art_diffpure.attack import (
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Two threads on a shared 2-core machine spin against other processes (100x slower for 8x8 convs).
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _setup(t_star: int = 5, gradient: str = "full", seed=0):

@@ -12,13 +12,12 @@ from conftest import art_classifier, make_purifier, tiny_classifier
 from art_diffpure.compatibility import ATTACKS, FAST_CELLS, KNOWN_ART_FAILURES, MODES, run_cell, run_undefended
 
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
 @pytest.fixture(autouse=True)
-def _setting(monkeypatch, tmp_path):
+def _in_tmp(monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)  # GeoDA writes its DCT basis to the working directory
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 def _model(probabilities: bool) -> torch.nn.Module:

@@ -7,7 +7,6 @@ import pickle
 
 import numpy as np
 import pytest
-import torch
 from art.attacks.attack import EvasionAttack
 from art.attacks.evasion import AutoAttack, AutoProjectedGradientDescent, DeepFool, SquareAttack
 
@@ -21,12 +20,7 @@ from art_diffpure.randomness import (AmbiguousRowsError, RandomnessControl, Rand
 MODES = ("aligned", "transfer", "stochastic")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _setup(seed=5, t_star=3):
