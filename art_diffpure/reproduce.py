@@ -1183,8 +1183,14 @@ def _figures(r: dict[str, Any], out: str) -> list[str]:
 
     fig, ax = rp.new_figure()
     pts = r["fig3b"]["points"]
+    per_image = r["fig3b"].get("adv_correct") or {}
     for c, acc, label in pts:
-        ax.scatter(c, acc, s=18)
+        if label in per_image:  # Wilson 95% interval over the configuration's images
+            ok = [bool(v) for v in per_image[label]]
+            iv = statistics.wilson_interval(sum(ok), len(ok))
+            ax.errorbar(c, acc, yerr=[[acc - iv.low], [iv.high - acc]], fmt="o", ms=4, capsize=2, lw=0.8)
+        else:
+            ax.scatter(c, acc, s=18)
         ax.annotate(label, (c, acc), fontsize=6)
     fit = r["fig3b"].get("fit")
     if fit:
@@ -1196,7 +1202,7 @@ def _figures(r: dict[str, Any], out: str) -> list[str]:
         ax.legend()
     ax.set_xlabel("compression rate (uniform, l2)")
     ax.set_ylabel("aligned robust accuracy")
-    ax.set_title("Fig. 3b: compression vs aligned robustness")
+    ax.set_title("Fig. 3b: compression vs aligned robustness (distinct configurations, Wilson 95%)")
     names.append(os.path.basename(rp.save_figure(fig, out, "fig3b_compression_law.png")))
     from art_diffpure.diagnostics import plot_robustness_curve
 
