@@ -410,7 +410,11 @@ class DiffusionPurifier(PreprocessorPyTorch):
         z = x if self.channels_first else x.permute(0, 3, 1, 2)
         z = z.to(device=self.device, dtype=model_dtype)
         if not self.strict:
-            z = z.clamp(lo, hi)  # as ART's preprocessors: attacks may query slightly outside the box
+            # As ART's preprocessors: attacks may query slightly outside the box. Not z.clamp(lo, hi): its gradient
+            # is zero AT the bounds, and images have many pixels exactly at 0 or 1 (a masked gradient).
+            outside = (z < lo) | (z > hi)
+            if bool(outside.any()):
+                z = torch.where(outside, z.clamp(lo, hi), z)
         z = (z - lo) * (2.0 / (hi - lo)) - 1.0
 
         outs, trajs = [], []

@@ -317,6 +317,19 @@ def test_out_of_range_inputs_are_clamped_unless_strict(images):
         make_purifier(strict="yes")
 
 
+def test_clamping_does_not_mask_gradients_at_the_bounds(images):
+    """Pixels exactly at 0 or 1 (most of a digits image) must keep their gradient: clamp's is zero there."""
+    x = images.copy()
+    x[:, :, :4] = 0.0
+    x[:, :, 4:6] = 1.0
+    grads = []
+    for strict in (False, True):
+        classifier = art_classifier(tiny_classifier(), make_purifier(t_star=3, seed=0, strict=strict))
+        grads.append(classifier.loss_gradient(x, np.eye(10, dtype=np.float32)[np.arange(6)]))
+    assert np.abs(grads[0][:, :, :6]).min() > 0
+    np.testing.assert_array_equal(grads[0], grads[1])
+
+
 def test_float64_batches_are_handed_on_in_the_model_dtype(images):
     """HopSkipJump and Boundary pass float64 arrays: the classifier behind the purifier must still run."""
     purifier = make_purifier(t_star=3, seed=0)
