@@ -1153,7 +1153,12 @@ def _markdown(r: dict[str, Any], timings: dict[str, float], figures: list[str]) 
     lines += [f"- {note}" for note in curve.get("notes", [])]
     from art_diffpure.diagnostics import diagnostics_table
 
-    lines += ["", "## Gradient-masking diagnostics (fixed randomness)", "", diagnostics_table(r["diagnostics"])]
+    lines += ["", "## Gradient-masking diagnostics (fixed randomness): the LIGHTER version", "",
+              f"{r['setting']['sizes']['diagnostics_images']} images, PGD-{r['setting']['sizes']['curve_max_iter']}, "
+              f"Square with {r['setting']['sizes']['square_queries']} queries, DDPM only: too weak to pass or fail "
+              "much. The checks at full strength (32 images, Square 1000 queries, PGD 10/40/100/200, restarts, BPDA, "
+              "transfer, APGD-CE + APGD-DLR) are `art-diffpure masking`, committed in `docs/masking-report/`.", "",
+              diagnostics_table(r["diagnostics"])]
     lines += _md_disclosure(r)
     lines += ["", "## Figures", ""] + [f"![{name}]({name})" for name in figures]
     procs = int(timings.get("processes", 1))
