@@ -12,7 +12,7 @@ FIGURES = ["fig1c_trajectory_l2.png", "fig2f_centroid_distances.png", "fig3a_jac
            "fig3b_compression_law.png"]
 
 
-def _run(*args, timeout=600):
+def _run(*args, timeout=900):
     env = dict(os.environ, HF_HUB_OFFLINE="1")
     return subprocess.run([sys.executable, "-m", "art_diffpure.cli", *args], capture_output=True, text=True,
                           timeout=timeout, env=env)
@@ -119,6 +119,7 @@ def _leaves(obj, path=""):
         yield path, obj
 
 
+@pytest.mark.slow  # a third --quick run, in one process: 4-10 minutes on 2 cores; run with `pytest -m slow`
 def test_one_process_gives_the_same_results(two_quick_runs, tmp_path):
     """--jobs 1 runs every experiment in this process with all threads: only float round-off may differ."""
     proc = _run(*QUICK, "--jobs", "1", "--out", str(tmp_path), "--no-progress")
