@@ -200,10 +200,10 @@ def paired_comparisons(r: dict[str, Any]) -> list[dict[str, Any]]:
         rows = [row for row in t7.get(k, []) if "adv_correct" in row]
         fam = []
         for ra, rb in itertools.combinations(rows, 2):
-            n = min(len(ra["adv_correct"]), len(rb["adv_correct"]))  # the first n images are the same images
+            a_ok, b_ok = np.atleast_2d(ra["adv_correct"]), np.atleast_2d(rb["adv_correct"])  # (seeds, images)
+            n = min(a_ok.shape[1], b_ok.shape[1])  # the first n images are the same images
             fam.append(_compare(f"{k} t*={rb['t_star']} vs t*={ra['t_star']} (aligned)", f"table7 {k}",
-                                rb["adv_correct"][:n], ra["adv_correct"][:n], f"t*={rb['t_star']}",
-                                f"t*={ra['t_star']}"))
+                                b_ok[:, :n], a_ok[:, :n], f"t*={rb['t_star']}", f"t*={ra['t_star']}"))
         out += _holm(fam)
     draws = r.get("repeated_draws")
     if draws and t2.get("aligned"):
@@ -239,7 +239,8 @@ def fit_intervals(points: Sequence[Sequence[Any]], correct: dict[str, Any], n_bo
     """
     95% percentile intervals of the sigmoid's parameters and R² by a bootstrap over images: each resample draws
     images (the same draw for every configuration, which all attack the first images of the same split), recomputes
-    each configuration's accuracy and refits; compression rates are held fixed. Fits that fail are counted.
+    each configuration's accuracy (the seed mean of each image's correctness when ``correct[label]`` is
+    ``(seeds, images)``) and refits; compression rates are held fixed. Fits that fail are counted.
     """
     import warnings
 
@@ -250,8 +251,9 @@ def fit_intervals(points: Sequence[Sequence[Any]], correct: dict[str, Any], n_bo
     labels = [p[2] for p in points]
     if not labels or any(lab not in correct for lab in labels):
         return None
-    n = min(len(correct[lab]) for lab in labels)
-    mat = np.asarray([np.asarray(correct[lab][:n], dtype=np.float64) for lab in labels])  # (configs, n)
+    per_config = [np.atleast_2d(np.asarray(correct[lab], dtype=np.float64)) for lab in labels]  # (seeds, images)
+    n = min(v.shape[1] for v in per_config)
+    mat = np.asarray([v[:, :n].mean(axis=0) for v in per_config])  # (configs, n): each image's seed-mean
     c = np.asarray([p[0] for p in points], dtype=np.float64)
     rng = np.random.default_rng(seed)
     params: dict[str, list[float]] = {}

@@ -211,3 +211,25 @@ def test_c7_fit_intervals_from_a_bootstrap_over_images():
     assert set(boot["params"]) == set(law["fit_params"])
     assert boot["r2"][0] <= boot["r2"][1] <= 1.0
     assert laws.fit_intervals(kept, {}) is None
+
+
+def test_c7_fit_intervals_average_the_seeds_of_each_image():
+    """With (seeds, images) outcomes the bootstrap refits each image's seed mean: identical seeds change nothing,
+    and a second seed that differs moves the intervals."""
+    r = results(n=32)
+    kept = r["fig3b"]["points"]
+    rng = np.random.default_rng(1)
+    one = {p[2]: (rng.random(32) < p[1]).tolist() for p in kept}
+    twice = {k: [v, v] for k, v in one.items()}
+    assert laws.fit_intervals(kept, twice) == laws.fit_intervals(kept, one)
+    other = {k: [v, (rng.random(32) < 0.5).tolist()] for k, v in one.items()}
+    assert laws.fit_intervals(kept, other)["r2"] != laws.fit_intervals(kept, one)["r2"]
+
+
+def test_t_star_comparisons_pair_every_seed_on_the_same_images():
+    r = results(n=16)
+    for row in r["table7"]["ddpm"]:
+        row["adv_correct"] = [row["adv_correct"], row["adv_correct"], row["adv_correct"]]
+    comps = [c for c in laws.paired_comparisons(r) if c["family"] == "table7 ddpm"]
+    assert comps and all(c["n_images"] == 16 and c.get("tests_per_seed") and len(c["tests_per_seed"]) == 3
+                         for c in comps)

@@ -68,8 +68,11 @@ def test_quick_keeps_per_image_outcomes_of_every_attack(two_quick_runs):
         assert len(r["table1"][k]["adv_correct"]) == n
         assert len(r["table1"][k]["per_image"]["l2"]["start"]) == n
     for k in ("ddpm", "reverse"):
-        for row in r["table7"][k]:
-            assert len(row["adv_correct"]) == row["n"]
+        for row in r["table7"][k]:  # (seeds, images): every seed of the sweep on the same images
+            assert [len(v) for v in row["adv_correct"]] == [row["n"]] * len(row["seeds"]) == \
+                [row["n"]] * len(r["setting"]["sizes"]["seeds"])
+    assert r["fig3b"]["n_seeds_per_point"] == len(r["setting"]["sizes"]["seeds"])
+    assert {p[2] for p in r["fig3b"]["points"]} == set(r["fig3b"]["adv_correct"])
     draws = r["repeated_draws"]
     assert len(draws["adv_correct"]) == draws["n_draws"] == 10
     assert all(len(v) == n for v in draws["adv_correct"])
@@ -166,3 +169,23 @@ def test_imagenet_experiments_and_report_run_on_tiny_models(tmp_path):
     assert "Table 3" in report and "Table S2" in report
     assert set(results["table3"]) == {"aligned", "stochastic", "eot_stochastic"}
     assert results["table3"]["aligned"][0]["config"]["purifier"]["gradient"] == "bpda"
+
+
+def test_first_rows_of_an_aligned_attack_are_the_attack_on_those_rows():
+    """Table 7 reuses the first rows of the Table 2 / Table 6 attacks: that must equal attacking those rows alone."""
+    import dataclasses
+
+    import numpy as np
+
+    from art_diffpure import reproduce as rep
+
+    setting = rep.digits_setting(quick=True, device="cpu", n_images=12, seeds=None, verbose=False)
+    setting = dataclasses.replace(setting, sizes=dataclasses.replace(setting.sizes, max_iter=3))
+    big, x_big = rep._run_attack(setting, setting.make_purifier("reverse", 10, 0), "aligned", 1, setting.x, setting.y)
+    small, x_small = rep._run_attack(setting, setting.make_purifier("reverse", 10, 0), "aligned", 1, setting.x[:5],
+                                     setting.y[:5])
+    np.testing.assert_array_equal(x_big[:5], x_small)
+    head = rep._head(big, 5)
+    for key in ("adv_correct", "clean_correct", "success", "robust_accuracy", "clean_accuracy", "n"):
+        assert head[key] == small[key], key
+    assert big["n"] == 12 and rep._head(big, 12) is big
