@@ -522,7 +522,11 @@ class DiffusionPurifier(PreprocessorPyTorch):
         if self.checkpoint_budget_bytes is not None:
             return int(self.checkpoint_budget_bytes)
         if device.type == "cuda":
-            return torch.cuda.mem_get_info(device)[0] // 2
+            # mem_get_info counts blocks PyTorch's caching allocator holds but does not use as taken: after one
+            # un-checkpointed gradient freed its graph into the cache, the next call would see that much less and
+            # flip to checkpointing mid-attack. Those cached blocks are free to this process: count them.
+            cached_unused = torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+            return (torch.cuda.mem_get_info(device)[0] + max(0, cached_unused)) // 2
         try:
             with open("/proc/meminfo") as f:
                 for line in f:

@@ -180,6 +180,21 @@ def test_auto_checkpoint_follows_the_memory_budget(sampler, images):
     assert purifier.last_checkpointed is False
 
 
+def test_auto_checkpoint_budget_counts_the_allocators_cache_as_free(monkeypatch):
+    """On CUDA, memory PyTorch's caching allocator holds but does not use is free to this process: counting it as
+    used made ``checkpoint="auto"`` flip to checkpointing after the first un-checkpointed gradient."""
+    import torch
+
+    gib = 1 << 30
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (1 * gib, 80 * gib))
+    monkeypatch.setattr(torch.cuda, "memory_reserved", lambda device=None: 5 * gib)
+    monkeypatch.setattr(torch.cuda, "memory_allocated", lambda device=None: 1 * gib)
+    purifier = make_purifier(t_star=2, checkpoint="auto")
+    assert purifier._checkpoint_budget(torch.device("cuda", 0)) == (1 + 4) * gib // 2
+    monkeypatch.setattr(torch.cuda, "memory_reserved", lambda device=None: 1 * gib)  # nothing cached: as before
+    assert purifier._checkpoint_budget(torch.device("cuda", 0)) == gib // 2
+
+
 @pytest.mark.parametrize("budget, expected", [(10_000, True), (20_000, False)])
 def test_auto_checkpoint_counts_every_internal_batch(budget, expected, images, monkeypatch):
     """Internal batches of one call all keep their graphs until backward: the decision is for the whole call."""
