@@ -130,6 +130,11 @@ def sharded_evaluate(
     """
     from art_diffpure.attack import RandomnessAlignedAttack
 
+    if not isinstance(attack_or_factory, RandomnessAlignedAttack) and "LOCAL_RANK" in os.environ:
+        import torch
+
+        if torch.cuda.is_available() and torch.cuda.device_count() > int(os.environ["LOCAL_RANK"]):
+            bind_local_gpu()  # so the factory's models land on this rank's GPU, not all on GPU 0
     attack = attack_or_factory if isinstance(attack_or_factory, RandomnessAlignedAttack) else attack_or_factory()
     x = np.asarray(x)
     y = np.asarray(y)
@@ -165,16 +170,38 @@ def sharded_evaluate(
 
 
 # ---------------------------------------------------------------------------------------------------- CLI
-def _init_from_env(backend: str | None) -> bool:
-    """Initialise the default process group from torchrun's environment; ``False`` when not launched by it."""
+def bind_local_gpu() -> "str | None":
+    """
+    Make this rank's GPU (``LOCAL_RANK``) the current CUDA device and return ``"cuda:<r>"``; ``None`` without CUDA.
+    ART and :class:`DiffusionPurifier` place models on ``cuda:<current device>``: without this every rank of a
+    library run lands on GPU 0. Call it before building the models (``sharded_evaluate`` calls it before the
+    factory when ``LOCAL_RANK`` is set).
+    """
     import torch
+
+    if not torch.cuda.is_available():
+        return None
+    rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if rank >= torch.cuda.device_count():
+        raise RuntimeError(f"LOCAL_RANK={rank} but only {torch.cuda.device_count()} GPU(s): launch at most one "
+                           "process per GPU, or run on the CPU (--device cpu, gloo backend)")
+    torch.cuda.set_device(rank)
+    return f"cuda:{rank}"
+
+
+def _init_from_env(backend: str | None, device: str = "cpu") -> bool:
+    """
+    Initialise the default process group from torchrun's environment; ``False`` when not launched by it. The
+    backend follows the DEVICE, not the machine: ``--device cpu`` uses gloo even where CUDA exists (several CPU
+    processes per machine are then fine); ``--device gpu`` uses nccl and binds each rank to its GPU.
+    """
     import torch.distributed as dist
 
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or dist.is_initialized():
         return False
-    backend = backend or ("nccl" if torch.cuda.is_available() else "gloo")
-    if backend == "nccl":
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    backend = backend or ("nccl" if device == "gpu" else "gloo")
+    if device == "gpu":
+        bind_local_gpu()
     dist.init_process_group(backend=backend)
     return True
 
@@ -195,14 +222,14 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=16, help="attack batch size (and shard granularity)")
     p.add_argument("--threads", type=int, default=None, help="torch threads per process")
-    p.add_argument("--backend", default=None, help="gloo or nccl (default: nccl with CUDA, else gloo)")
+    p.add_argument("--backend", default=None, help="gloo or nccl (default: nccl with --device gpu, else gloo)")
     p.add_argument("--device", default="cpu", choices=("cpu", "gpu"))
     p.add_argument("--out", default=None, help="JSON report path (written by rank 0)")
     args = p.parse_args(argv)
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    launched = _init_from_env(args.backend)
+    launched = _init_from_env(args.backend, args.device)
     from art_diffpure.attack import RandomnessAlignedAttack
     from art_diffpure.data import load_digits_split
     from art_diffpure.embedded import digits_art_classifier, load_digits_purifier, load_provenance
@@ -242,7 +269,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     return report
 
 
-__all__ = ["merge_reports", "rank_and_world", "shard_indices", "sharded_evaluate"]
+__all__ = ["bind_local_gpu", "merge_reports", "rank_and_world", "shard_indices", "sharded_evaluate"]
 
 if __name__ == "__main__":
     main()

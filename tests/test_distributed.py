@@ -99,3 +99,35 @@ def test_two_gloo_processes_match_one(tmp_path):
         assert r1[key] == single[key], key  # every rank returns the merged report
     np.testing.assert_allclose(r0["x_adv"], attack.last_x_adv, atol=1e-5, rtol=0)
     np.testing.assert_array_equal(r0["x_adv"], r1["x_adv"])
+
+
+@pytest.mark.parametrize("device, backend", [("cpu", "gloo"), ("gpu", "nccl")])
+def test_backend_follows_the_device_not_the_machine(device, backend, monkeypatch):
+    """--device cpu on a CUDA machine must use gloo (several CPU ranks); --device gpu binds each rank to its GPU."""
+    import torch
+    import torch.distributed as dist
+
+    from art_diffpure import distributed
+
+    calls = []
+    monkeypatch.setenv("WORLD_SIZE", "3")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "set_device", lambda r: calls.append(("set_device", r)))
+    monkeypatch.setattr(dist, "is_initialized", lambda: False)
+    monkeypatch.setattr(dist, "init_process_group", lambda backend: calls.append(("init", backend)))
+    assert distributed._init_from_env(None, device) is True
+    assert calls == ([("set_device", 1)] if device == "gpu" else []) + [("init", backend)]
+
+
+def test_more_ranks_than_gpus_is_a_clear_error(monkeypatch):
+    import torch
+
+    from art_diffpure import distributed
+
+    monkeypatch.setenv("LOCAL_RANK", "2")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    with pytest.raises(RuntimeError, match="one process per GPU"):
+        distributed.bind_local_gpu()
