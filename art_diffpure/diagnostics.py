@@ -328,7 +328,7 @@ def robustness_curve(
                     purifier.seed if purifier.seed is not None else seed)
                 res = compression_rate(purifier, x, eps=eps, n_samples=compression_samples, seeds=(int(cseed),),
                                        norm=compression_norm, batch_size=max(purifier.batch_size, 1), rng_seed=seed)
-                rate = res.mean[compression_norm]
+                rate = res.rate  # keyed 'l2' / 'linf' however compression_norm is spelled
                 rates.append(float(rate) if math.isfinite(rate) else None)
             theory_eps, theory = [], []
             for eps, rate in zip(eps_values, rates):

@@ -84,3 +84,15 @@ def one_thread():
 @pytest.fixture
 def images() -> np.ndarray:
     return np.random.RandomState(0).rand(6, 1, 8, 8).astype(np.float32)
+
+
+@pytest.fixture
+def x0() -> np.ndarray:
+    """Three 1x4x4 float64 images in [0.2, 0.8] (the metric tests' analytic purifiers work on 16 pixels)."""
+    return np.random.RandomState(0).uniform(0.2, 0.8, (3, 1, 4, 4))
+
+
+@pytest.fixture
+def x8() -> np.ndarray:
+    """Two 1x8x8 float32 images in [0.2, 0.8] for the tiny diffusion purifier."""
+    return np.random.RandomState(1).uniform(0.2, 0.8, (2, 1, 8, 8)).astype(np.float32)
