@@ -703,3 +703,20 @@ def ddpm_step(scheduler: Any, model_output: "torch.Tensor", t: int, sample: "tor
     if isinstance(std, torch.Tensor) and std.ndim == 0:
         std = float(std)
     return prev + std * noise
+
+
+def find_purifier(classifier: Any, required: bool = False) -> DiffusionPurifier | None:
+    """
+    The single :class:`DiffusionPurifier` among an ART estimator's ``preprocessing_defences``: ``None`` when there is
+    none (or a clear ``ValueError`` with ``required=True``); more than one is a ``ValueError``.
+    """
+    found = [d for d in (getattr(classifier, "preprocessing_defences", None) or []) if isinstance(d, DiffusionPurifier)]
+    if len(found) > 1:
+        raise ValueError(f"The classifier has {len(found)} DiffusionPurifiers; exactly one is supported")
+    if not found and required:
+        raise ValueError("The classifier has no DiffusionPurifier in its preprocessing_defences; build it with "
+                         "PyTorchClassifier(..., preprocessing_defences=[DiffusionPurifier(...)])")
+    return found[0] if found else None
+
+
+__all__ = ["DiffusionPurifier", "ddpm_step", "find_purifier"]

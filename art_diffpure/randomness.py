@@ -24,9 +24,10 @@ attack has no bound or a batch is too tight.
 """
 from __future__ import annotations
 
+import contextlib
 import threading
 from dataclasses import asdict, dataclass, field
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
@@ -56,6 +57,21 @@ def transfer_test_seed(seed: int) -> int:
 def numpy_start_seed(seed: int, first_id: int) -> int:
     """Seed of numpy's global RNG for ART's random starts on the batch that begins with sample ``first_id``."""
     return seed_hash(seed, int(first_id), 0)
+
+
+@contextlib.contextmanager
+def numpy_seeded(seed: int) -> Iterator[None]:
+    """
+    Seed numpy's GLOBAL RNG for the block and restore its state afterwards. ART's random starts (PGD, APGD) and
+    SquareAttack draw from it, so an attack is only rerunnable when its block is seeded; restoring keeps the
+    caller's stream untouched.
+    """
+    state = np.random.get_state()
+    np.random.seed(int(seed) % SEED_LIMIT)
+    try:
+        yield
+    finally:
+        np.random.set_state(state)
 
 
 class RandomnessEscapeError(RuntimeError):
@@ -273,6 +289,7 @@ __all__ = [
     "active_controls",
     "eot_seeds",
     "min_separation",
+    "numpy_seeded",
     "numpy_start_seed",
     "transfer_test_seed",
 ]
