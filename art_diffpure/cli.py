@@ -45,7 +45,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     conv = sub.add_parser("convert-adm", help="convert a guided-diffusion (ADM) checkpoint to a diffusers directory")
     try:
-        from art_diffpure import convert
+        from art_diffpure.models import convert
 
         convert.add_arguments(conv)
     except ImportError:  # pragma: no cover - convert module not present
@@ -62,14 +62,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         return 0
     if args.command == "masking":
-        from art_diffpure import masking_report
+        from art_diffpure.reproduce import masking as masking_report
 
         res = masking_report.run(args.out, tuple(args.samplers), n_images=args.n_images,
                                  square_queries=args.square_queries, restarts=args.restarts, batch_size=args.batch_size)
         print(f"wrote {args.out}/report.md: " + ", ".join(f"{k} {v['overall']}" for k, v in res["samplers"].items()))
         return 0
     if args.command == "convert-adm":
-        from art_diffpure import convert
+        from art_diffpure.models import convert
 
         return int(convert.run(args) or 0)
     return 2  # pragma: no cover

@@ -1,111 +1,11 @@
-"""Model loaders: RobustBench classifiers and ART classifiers with a purifier attached.
+"""Model loaders, kept as a thin re-export: RobustBench classifiers (:mod:`art_diffpure.models.robustbench`) and the
+one ART classifier builder (:func:`art_diffpure.models.classifier.art_classifier`).
 
-RobustBench 1.1.1 needs two fixes to import at all (see ``import_robustbench``); nothing here is
-imported by ``import art_diffpure``, so the package imports without network or RobustBench.
+Nothing here is imported by ``import art_diffpure``, so the package imports without network or RobustBench.
 """
-from __future__ import annotations
+from art_diffpure.models.classifier import art_classifier
+from art_diffpure.models.robustbench import (DATASET_SHAPES, import_robustbench, load_robustbench_model,
+                                             robustbench_art_classifier)
 
-import importlib
-import os
-import sys
-from typing import TYPE_CHECKING, Sequence
-
-if TYPE_CHECKING:  # pragma: no cover
-    import torch
-    from art.estimators.classification import PyTorchClassifier
-
-    from art_diffpure.purifier import DiffusionPurifier
-
-DATASET_SHAPES = {"cifar10": ((3, 32, 32), 10), "cifar100": ((3, 32, 32), 100), "imagenet": ((3, 224, 224), 1000)}
-
-
-def import_robustbench():
-    """
-    Import ``robustbench.utils`` with the fixes robustbench 1.1.1 needs.
-
-    Its ``eval`` module imports ``autoattack``, which its dependency installs as ``pyautoattack``:
-    alias the module. It also imports ``pkg_resources`` (setuptools < 81, pinned in setup.cfg).
-    """
-    if "autoattack" not in sys.modules:
-        try:
-            importlib.import_module("autoattack")
-        except ImportError:
-            pyautoattack = importlib.import_module("pyautoattack")
-            sys.modules["autoattack"] = pyautoattack
-            for sub in ("autoattack", "state", "autopgd_base", "fab_pt", "square", "checks", "other_utils"):
-                try:
-                    sys.modules[f"autoattack.{sub}"] = importlib.import_module(f"pyautoattack.{sub}")
-                except ImportError:  # pragma: no cover - depends on pyautoattack's layout
-                    pass
-    return importlib.import_module("robustbench.utils")
-
-
-def load_robustbench_model(
-    model_name: str = "Standard",
-    dataset: str = "cifar10",
-    threat_model: str = "Linf",
-    model_dir: str = "./models",
-    allow_download: bool = False,
-) -> "torch.nn.Module":
-    """
-    Load a RobustBench model through ``robustbench.utils.load_model``.
-
-    With ``allow_download=False`` (default) the checkpoint must already lie in RobustBench's layout,
-    ``<model_dir>/<dataset>/<threat_model>/<model_name>.pt``; otherwise a ``FileNotFoundError`` says
-    where to put it, instead of robustbench trying the network.
-    """
-    path = os.path.join(model_dir, dataset, threat_model, f"{model_name}.pt")
-    if not allow_download and not os.path.isfile(path):
-        raise FileNotFoundError(
-            f"RobustBench checkpoint not found at {path}. Download it once where there is network "
-            f"(robustbench.utils.load_model({model_name!r}, model_dir=..., dataset={dataset!r}, "
-            f"threat_model={threat_model!r})) and copy it there, or pass allow_download=True."
-        )
-    utils = import_robustbench()
-    return utils.load_model(model_name, model_dir=model_dir, dataset=dataset, threat_model=threat_model).eval()
-
-
-def art_classifier(
-    model: "torch.nn.Module",
-    input_shape: Sequence[int],
-    nb_classes: int,
-    purifier: "DiffusionPurifier" | None = None,
-    clip_values: tuple[float, float] = (0.0, 1.0),
-    device_type: str = "gpu",
-) -> "PyTorchClassifier":
-    """An ART ``PyTorchClassifier`` (cross-entropy loss) with ``purifier`` as its preprocessing defence."""
-    import torch
-    from art.estimators.classification import PyTorchClassifier
-
-    return PyTorchClassifier(
-        model=model.eval(),
-        loss=torch.nn.CrossEntropyLoss(),
-        input_shape=tuple(input_shape),
-        nb_classes=nb_classes,
-        clip_values=clip_values,
-        preprocessing_defences=[purifier] if purifier is not None else None,
-        device_type=device_type,
-    )
-
-
-def robustbench_art_classifier(
-    model_name: str = "Standard",
-    dataset: str = "cifar10",
-    threat_model: str = "Linf",
-    model_dir: str = "./models",
-    purifier: "DiffusionPurifier" | None = None,
-    device_type: str = "gpu",
-    allow_download: bool = False,
-) -> "PyTorchClassifier":
-    """
-    A RobustBench model as an ART ``PyTorchClassifier`` with the purifier attached, e.g. the paper's
-    ``Standard`` WideResNet-28-10 behind DiffPure::
-
-        purifier = DiffusionPurifier.from_pretrained("google/ddpm-cifar10-32", t_star=100, seed=0)
-        classifier = robustbench_art_classifier("Standard", model_dir="./models", purifier=purifier)
-    """
-    if dataset not in DATASET_SHAPES:
-        raise ValueError(f"Unknown dataset {dataset!r}; expected one of {sorted(DATASET_SHAPES)}")
-    model = load_robustbench_model(model_name, dataset, threat_model, model_dir, allow_download)
-    shape, classes = DATASET_SHAPES[dataset]
-    return art_classifier(model, shape, classes, purifier=purifier, device_type=device_type)
+__all__ = ["DATASET_SHAPES", "art_classifier", "import_robustbench", "load_robustbench_model",
+           "robustbench_art_classifier"]

@@ -120,7 +120,7 @@ def median(values: list[float]) -> float:
 
 # ---------------------------------------------------------------------------------------------- models
 def embedded_weights_available() -> bool:
-    from art_diffpure import embedded
+    from art_diffpure.models import digits as embedded
 
     return all(os.path.isfile(os.path.join(embedded.WEIGHTS_DIR, f))
                for f in (embedded.CLASSIFIER_FILE, embedded.UNET_FILE))
@@ -131,7 +131,7 @@ def digits_unet(random_init_ok: bool = True):
     import torch
     from diffusers import UNet2DModel
 
-    from art_diffpure import embedded
+    from art_diffpure.models import digits as embedded
 
     if os.path.isfile(os.path.join(embedded.WEIGHTS_DIR, embedded.UNET_FILE)):
         return embedded.load_digits_unet(), "embedded"
@@ -148,7 +148,7 @@ def digits_classifier_model():
     """``(model, source)``: the embedded digits CNN (or seeded random weights if missing)."""
     import torch
 
-    from art_diffpure import embedded
+    from art_diffpure.models import digits as embedded
 
     if os.path.isfile(os.path.join(embedded.WEIGHTS_DIR, embedded.CLASSIFIER_FILE)):
         return embedded.load_digits_classifier(), "embedded"
@@ -160,7 +160,7 @@ def digits_classifier_model():
 
 
 def recommended_eps(default: float = 0.1) -> tuple[float, str]:
-    from art_diffpure import embedded
+    from art_diffpure.models import digits as embedded
 
     try:
         prov = embedded.load_provenance()
@@ -191,7 +191,7 @@ def digits_setup(t_star: int, checkpoint: bool | str = True, seed: int | None = 
     import torch
 
     from art_diffpure.purifier import DiffusionPurifier
-    from art_diffpure.embedded import digits_scheduler
+    from art_diffpure.models.digits import digits_scheduler
 
     unet, unet_src = digits_unet()
     model, clf_src = digits_classifier_model()
@@ -204,7 +204,7 @@ def digits_setup(t_star: int, checkpoint: bool | str = True, seed: int | None = 
 
 
 def digits_data(n: int):
-    from art_diffpure.data import load_digits_split
+    from art_diffpure.models.data import load_digits_split
 
     x, y = load_digits_split("test")
     return x[:n], y[:n]

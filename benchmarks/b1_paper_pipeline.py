@@ -116,7 +116,7 @@ def main(argv=None) -> dict:
 
     import torch
 
-    from art_diffpure.attack import RandomnessAlignedAttack
+    from art_diffpure.attacks import RandomnessAlignedAttack
     from art_diffpure.noise import aligned_noise, seed_hash
 
     eps, eps_source = common.recommended_eps()

@@ -32,7 +32,7 @@ def child(spec: dict) -> dict:
     import torch
 
     common.setup_threads(spec["threads"])
-    from art_diffpure.embedded import digits_scheduler
+    from art_diffpure.models.digits import digits_scheduler
     from art_diffpure.purifier import DiffusionPurifier
 
     device = "cuda" if spec["device"] == "cuda" else "cpu"

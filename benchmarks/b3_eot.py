@@ -30,7 +30,7 @@ def main(argv=None) -> dict:
     repeats = args.repeats or (1 if args.smoke else 3)
     eot = 3 if args.smoke and args.eot == 15 else args.eot
 
-    from art_diffpure.attack import RandomnessAlignedAttack
+    from art_diffpure.attacks import RandomnessAlignedAttack
 
     x, y = common.digits_data(n)
     classifier, purifier, sources = common.digits_setup(t_star, checkpoint=common.checkpoint_value(args), seed=0,

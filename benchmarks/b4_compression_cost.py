@@ -30,7 +30,7 @@ def main(argv=None) -> dict:
     repeats_pgd = 1
     repeats_cr = args.repeats or (1 if args.smoke else 5)
 
-    from art_diffpure.attack import RandomnessAlignedAttack
+    from art_diffpure.attacks import RandomnessAlignedAttack
     from art_diffpure.metrics import compression_rate
 
     eps, eps_source = common.recommended_eps()

@@ -82,8 +82,8 @@ def main(argv=None) -> dict:
 
     from diffusers import UNet2DModel
 
-    from art_diffpure.attack import RandomnessAlignedAttack
-    from art_diffpure.embedded import digits_scheduler
+    from art_diffpure.attacks import RandomnessAlignedAttack
+    from art_diffpure.models.digits import digits_scheduler
     from art_diffpure.purifier import DiffusionPurifier
     from art_diffpure.zoo import art_classifier, import_robustbench
 

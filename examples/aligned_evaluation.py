@@ -5,8 +5,8 @@ DiffPure evaluation, really a transfer attack); "aligned": attack and test share
 Run: python examples/aligned_evaluation.py   (about 30 s on 2 idle CPU cores)
 """
 from art_diffpure import RandomnessAlignedAttack
-from art_diffpure.data import load_digits_split
-from art_diffpure.embedded import digits_art_classifier, load_digits_purifier, load_provenance
+from art_diffpure.models.data import load_digits_split
+from art_diffpure.models.digits import digits_art_classifier, load_digits_purifier, load_provenance
 
 x, y = load_digits_split("test")
 x, y = x[:16], y[:16]

@@ -4,8 +4,8 @@ A lower compression rate ||f(x) - f(x0)|| / ||x - x0|| under fixed randomness pr
 aligned robustness; it costs a few purifications per image instead of a 40-step attack.
 Run: python examples/compression_rate.py   (about 20 s on 2 idle CPU cores)
 """
-from art_diffpure.data import load_digits_split
-from art_diffpure.embedded import load_digits_purifier, load_provenance
+from art_diffpure.models.data import load_digits_split
+from art_diffpure.models.digits import load_digits_purifier, load_provenance
 from art_diffpure.metrics import rank_by_compression
 
 x, _ = load_digits_split("test")

@@ -9,8 +9,8 @@ import torch
 from art.attacks.evasion import ProjectedGradientDescent
 from art.estimators.classification import PyTorchClassifier
 
-from art_diffpure.data import load_digits_split
-from art_diffpure.embedded import load_digits_classifier, load_digits_purifier, load_provenance
+from art_diffpure.models.data import load_digits_split
+from art_diffpure.models.digits import load_digits_classifier, load_digits_purifier, load_provenance
 
 x, y = load_digits_split("test")
 x, y = x[:16], y[:16]

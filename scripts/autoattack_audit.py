@@ -4,9 +4,10 @@ uncontrolled. Writes docs/autoattack-audit.json.  Run: python scripts/autoattack
 import json, time, warnings, torch
 warnings.filterwarnings("ignore"); torch.set_num_threads(1)
 from art.attacks.evasion import AutoAttack, AutoProjectedGradientDescent, SquareAttack
-from art_diffpure import RandomnessAlignedAttack, embedded
-from art_diffpure.autoattack import Fra31AutoAttack
-from art_diffpure.data import load_digits_split
+from art_diffpure import RandomnessAlignedAttack
+from art_diffpure.attacks.autoattack import Fra31AutoAttack
+from art_diffpure.models import digits as embedded
+from art_diffpure.models.data import load_digits_split
 x, y = load_digits_split("test"); x, y = x[:8], y[:8]
 clf = embedded.digits_art_classifier(embedded.load_digits_purifier(t_star=10, seed=5))
 out = {}

@@ -3,7 +3,7 @@
     python scripts/compatibility_matrix.py [--device cpu|cuda] [--out docs/art-compatibility.md]
 
 Setting: the embedded digits classifier and DDPM (t* = 5, seed 5 in the purifier, attack seed 0), the first 4
-images of the digits test split, every attack at the small sizes of ``art_diffpure.compatibility.ATTACKS``.
+images of the digits test split, every attack at the small sizes of ``art_diffpure.attacks.compatibility.ATTACKS``.
 """
 from __future__ import annotations
 
@@ -17,9 +17,9 @@ import warnings
 
 import torch
 
-from art_diffpure import embedded
-from art_diffpure.compatibility import ATTACKS, KNOWN_ART_FAILURES, MODES, run_cell, run_undefended
-from art_diffpure.data import load_digits_split
+from art_diffpure.attacks.compatibility import ATTACKS, KNOWN_ART_FAILURES, MODES, run_cell, run_undefended
+from art_diffpure.models import digits as embedded
+from art_diffpure.models.data import load_digits_split
 
 
 def _classifier(device: str, gradient: str | None, probabilities: bool):
@@ -28,12 +28,10 @@ def _classifier(device: str, gradient: str | None, probabilities: bool):
         t_star=5, seed=5, gradient=gradient, device_type=device_type)
     classifier = embedded.digits_art_classifier(purifier, device_type=device_type)
     if probabilities:  # SimBA takes probabilities: the same classifier with a softmax output
-        from art.estimators.classification import PyTorchClassifier
+        from art_diffpure.models.classifier import art_classifier
 
         model = torch.nn.Sequential(classifier.model, torch.nn.Softmax(dim=1))
-        classifier = PyTorchClassifier(model=model, loss=torch.nn.CrossEntropyLoss(), input_shape=(1, 8, 8),
-                                       nb_classes=10, clip_values=(0.0, 1.0), device_type=device_type,
-                                       preprocessing_defences=None if purifier is None else [purifier])
+        classifier = art_classifier(model, (1, 8, 8), 10, purifier=purifier, device_type=device_type)
     return classifier
 
 
@@ -90,7 +88,7 @@ def main() -> int:
         "A cell reads *runs* when the attack finished, stayed within its eps-ball and the clip range where it "
         "promises to, every purified row ran under the intended randomness (wrapped: the audit), and, for wrapped "
         "aligned attacks without random starts, a sample's example in a batch equals the one it gets alone "
-        "(max difference 1e-5). `tests/test_compatibility.py` asserts the same on tiny models (CI runs "
+        "(max difference 1e-5). `tests/attacks/test_compatibility.py` asserts the same on tiny models (CI runs "
         "`FAST_CELLS`; `pytest -m slow` the rest).",
         "",
         "| attack | undefended (ART alone) | " + " | ".join(MODES) + " | identification (wrapped) |",

@@ -32,8 +32,8 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from art_diffpure import embedded  # noqa: E402
-from art_diffpure.data import SPLIT_DEFINITION, load_digits_split  # noqa: E402
+from art_diffpure.models import digits as embedded  # noqa: E402
+from art_diffpure.models.data import SPLIT_DEFINITION, load_digits_split  # noqa: E402
 
 PGD_EPS = (0.05, 0.1, 0.15, 0.2, 0.3)
 PURIFY_T_STARS = (50, 100)

@@ -1,6 +1,6 @@
 """A trained digits classifier + diffusion purifier for measurements in tests.
 
-Uses the shipped weights of :mod:`art_diffpure.embedded` when both are present; otherwise trains a
+Uses the shipped weights of :mod:`art_diffpure.models.digits` when both are present; otherwise trains a
 tiny classifier on scikit-learn's digits inline (seeded, a few seconds) and uses a tiny random UNet.
 """
 from __future__ import annotations
@@ -13,7 +13,7 @@ import torch
 
 def _embedded_available() -> bool:
     try:
-        from art_diffpure import embedded
+        from art_diffpure.models import digits as embedded
     except Exception:  # pragma: no cover - module being written
         return False
     return all(os.path.exists(os.path.join(embedded.WEIGHTS_DIR, f))
@@ -21,7 +21,7 @@ def _embedded_available() -> bool:
 
 
 def _inline_classifier() -> torch.nn.Module:
-    from art_diffpure.data import load_digits_split
+    from art_diffpure.models.data import load_digits_split
 
     x, y = load_digits_split("train")
     gen_state = torch.random.get_rng_state()
@@ -48,12 +48,12 @@ def digits_setup(t_star: int, n: int):
     ``(classifier, purifier, x, y, source)``: an ART classifier with a seeded purifier (``seed=0``) on the
     first ``n`` images of the digits test split; ``source`` says which models were used.
     """
-    from art_diffpure.data import load_digits_split
+    from art_diffpure.models.data import load_digits_split
 
     x, y = load_digits_split("test")
     x, y = x[:n], y[:n]
     if _embedded_available():
-        from art_diffpure.embedded import digits_art_classifier, load_digits_purifier
+        from art_diffpure.models.digits import digits_art_classifier, load_digits_purifier
 
         purifier = load_digits_purifier(t_star=t_star, seed=0, batch_size=256)
         return digits_art_classifier(purifier), purifier, x, y, "embedded"

@@ -404,34 +404,6 @@ def test_save_and_from_pretrained_round_trip(tmp_path, images, monkeypatch):
     assert loaded.scheduler.config.variance_type == "fixed_large"
 
 
-def test_robustbench_helper_loads_local_checkpoint(tmp_path, monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    from art_diffpure.zoo import import_robustbench, robustbench_art_classifier
-
-    import_robustbench()
-    from robustbench.model_zoo.cifar10 import cifar_10_models
-    from robustbench.model_zoo.enums import ThreatModel
-
-    # The paper's classifier: RobustBench's 'Standard' WideResNet-28-10, random weights saved in its layout.
-    name = "Standard"
-    torch.manual_seed(0)
-    reference = cifar_10_models[ThreatModel.Linf][name]["model"]().eval()
-    (tmp_path / "cifar10" / "Linf").mkdir(parents=True)
-    torch.save({"state_dict": reference.state_dict()}, tmp_path / "cifar10" / "Linf" / f"{name}.pt")
-    classifier = robustbench_art_classifier(name, model_dir=str(tmp_path), device_type="cpu")
-    x = np.random.RandomState(0).rand(2, 3, 32, 32).astype(np.float32)
-    with torch.no_grad():
-        expected = reference(torch.tensor(x)).numpy()
-    np.testing.assert_allclose(classifier.predict(x), expected, atol=1e-5)
-
-
-def test_robustbench_missing_checkpoint_is_clear(tmp_path):
-    from art_diffpure.zoo import load_robustbench_model
-
-    with pytest.raises(FileNotFoundError, match="Standard.pt"):
-        load_robustbench_model("Standard", model_dir=str(tmp_path))
-
-
 # ---------------------------------------------------------------------------- GPU
 @pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

@@ -13,7 +13,7 @@ from art.attacks.evasion import AutoAttack, AutoProjectedGradientDescent, DeepFo
 from conftest import art_classifier, make_purifier, tiny_classifier
 
 from art_diffpure import RandomnessAlignedAttack
-from art_diffpure.autoattack import Fra31AutoAttack
+from art_diffpure.attacks.autoattack import Fra31AutoAttack
 from art_diffpure.randomness import (AmbiguousRowsError, RandomnessControl, RandomnessEscapeError, eot_seeds,
                                      transfer_test_seed)
 

@@ -152,6 +152,7 @@ def test_imagenet_experiments_and_report_run_on_tiny_models(tmp_path):
     from conftest import make_purifier, tiny_classifier
 
     from art_diffpure import reproduce as rep
+    from art_diffpure.reproduce import jobs
 
     sizes = rep.Sizes(n_images=4, seeds=(0,), max_iter=2, eot_samples=2, eot_images=2, t_sweep=(), sweep_images=0,
                       compression_samples=2, neighbourhood_images=0, neighbourhood_inputs=0, neighbourhood_seeds=0,
@@ -162,7 +163,7 @@ def test_imagenet_experiments_and_report_run_on_tiny_models(tmp_path):
         t_star=t_star, sampler=sampler, seed=seed, gradient=gradient), np.random.RandomState(0).rand(
         4, 1, 8, 8).astype(np.float32), np.arange(4), 4 / 255, 3, sizes, "cpu", lambda v: model(v),
         gradient="bpda")
-    timer = rep._Timer()
+    timer = jobs._Timer()
     results = rep.run_imagenet_experiments(setting, timer)
     rep.write_report(results, timer.times, str(tmp_path))
     report = (tmp_path / "report.md").read_text()
@@ -178,14 +179,15 @@ def test_first_rows_of_an_aligned_attack_are_the_attack_on_those_rows():
     import numpy as np
 
     from art_diffpure import reproduce as rep
+    from art_diffpure.reproduce import jobs
 
     setting = rep.digits_setting(quick=True, device="cpu", n_images=12, seeds=None, verbose=False)
     setting = dataclasses.replace(setting, sizes=dataclasses.replace(setting.sizes, max_iter=3))
-    big, x_big = rep._run_attack(setting, setting.make_purifier("reverse", 10, 0), "aligned", 1, setting.x, setting.y)
-    small, x_small = rep._run_attack(setting, setting.make_purifier("reverse", 10, 0), "aligned", 1, setting.x[:5],
+    big, x_big = jobs._run_attack(setting, setting.make_purifier("reverse", 10, 0), "aligned", 1, setting.x, setting.y)
+    small, x_small = jobs._run_attack(setting, setting.make_purifier("reverse", 10, 0), "aligned", 1, setting.x[:5],
                                      setting.y[:5])
     np.testing.assert_array_equal(x_big[:5], x_small)
-    head = rep._head(big, 5)
+    head = jobs._head(big, 5)
     for key in ("adv_correct", "clean_correct", "success", "robust_accuracy", "clean_accuracy", "n"):
         assert head[key] == small[key], key
-    assert big["n"] == 12 and rep._head(big, 12) is big
+    assert big["n"] == 12 and jobs._head(big, 12) is big

@@ -32,10 +32,11 @@ from __future__ import annotations
 
 import logging
 
-from art_diffpure.metrics._common import NORMS, _plain  # noqa: F401  (_plain: art_diffpure.diagnostics uses it)
+from art_diffpure.metrics._common import NORMS
 from art_diffpure.metrics.compression import (
     CompressionResult, RankingEntry, RankingResult, compression_rate, rank_by_compression,
 )
+from art_diffpure.metrics.correlation import gradient_correlation, perturbation_correlation
 from art_diffpure.metrics.fid import feature_fid, feature_fid_from_model
 from art_diffpure.metrics.jacobian import JACOBIAN_BACKENDS, JACOBIAN_METHODS, JacobianResult, jacobian_spectrum
 from art_diffpure.metrics.law import LAW_MODELS, CompressionLawFit, fit_compression_law
@@ -53,6 +54,7 @@ __all__ = [
     "CentroidResult", "CompressionLawFit", "CompressionResult", "CorrelationResult", "JacobianResult",
     "NeighbourhoodResult", "RankingEntry", "RankingResult", "TrajectoryResult", "VarianceResult",
     "centroid_distances", "compression_rate", "direction_correlations", "feature_fid", "feature_fid_from_model",
-    "fit_compression_law", "jacobian_spectrum", "neighbourhood_analysis", "rank_by_compression", "ssim",
+    "fit_compression_law", "gradient_correlation", "jacobian_spectrum", "neighbourhood_analysis",
+    "perturbation_correlation", "rank_by_compression", "ssim",
     "trajectory_distances", "variance_decomposition",
 ]

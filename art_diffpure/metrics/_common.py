@@ -7,13 +7,12 @@ from __future__ import annotations
 import contextlib
 import math
 from collections import deque
-from dataclasses import fields
 from typing import Any, Iterable, Iterator
 
 import numpy as np
 from tqdm.auto import tqdm
 
-from art_diffpure._utils import to_jsonable
+from art_diffpure._utils import Result, to_jsonable
 
 __all__ = [
     "NORMS", "_Result", "_as_numpy", "_call_purify", "_check_eps", "_check_ids", "_check_int", "_check_norms",
@@ -30,11 +29,8 @@ _plain = to_jsonable
 
 
 # ---------------------------------------------------------------------------------------------- results
-class _Result:
-    """Mixin: ``to_dict()`` of a dataclass as plain python (NaN and inf become ``None``)."""
-
-    def to_dict(self) -> dict:
-        return {f.name: _plain(getattr(self, f.name)) for f in fields(self) if not f.name.startswith("_")}
+#: The base class of every metric result (one implementation: :class:`art_diffpure._utils.Result`).
+_Result = Result
 
 
 def _mean_std(values: np.ndarray) -> tuple[float, float]:

@@ -1,0 +1,21 @@
+"""
+Attacks on a diffusion-purified ART classifier, with the purifier's randomness under control.
+
+- :mod:`~art_diffpure.attacks.randomness_aligned`: :class:`RandomnessAlignedAttack`, the ART ``EvasionAttack``
+  that runs any ART attack with the randomness aligned between attack and test (or transfer, or stochastic);
+- :mod:`~art_diffpure.attacks.protocols`: the paper's protocols (Table S1) and the one rule for the relative
+  PGD step, :func:`rel_step`;
+- :mod:`~art_diffpure.attacks.autoattack`: AutoAttack's standard (fra31's code) and rand (ART's) versions;
+- :mod:`~art_diffpure.attacks.report`: the evaluation report and :func:`evaluate_repeats` over base seeds;
+- :mod:`~art_diffpure.attacks.inner`: what the wrapper needs to know of an inner attack (its perturbation bound);
+- :mod:`~art_diffpure.attacks.compatibility`: the matrix of ART attacks x randomness modes (imported on demand).
+"""
+from art_diffpure.attacks.autoattack import Fra31AutoAttack, autoattack_rand, autoattack_standard
+from art_diffpure.attacks.inner import perturbation_bound
+from art_diffpure.attacks.protocols import PROTOCOL_ATTACKS, PROTOCOLS, AttackProtocol, rel_step
+from art_diffpure.attacks.randomness_aligned import RANDOMNESS_MODES, RandomnessAlignedAttack
+from art_diffpure.attacks.report import evaluate_repeats
+
+__all__ = ["PROTOCOLS", "PROTOCOL_ATTACKS", "RANDOMNESS_MODES", "AttackProtocol", "Fra31AutoAttack",
+           "RandomnessAlignedAttack", "autoattack_rand", "autoattack_standard", "evaluate_repeats",
+           "perturbation_bound", "rel_step"]

@@ -1,0 +1,41 @@
+"""
+Evaluations of a (purified) ART classifier, built on the attacks: what the numbers mean and whether to trust them.
+
+- :mod:`~art_diffpure.evaluations.pgd`: one reproducible attack-and-test run (``run_pgd``), randomness-aligned
+  when the classifier holds a :class:`~art_diffpure.DiffusionPurifier`;
+- :mod:`~art_diffpure.evaluations.robustness_curve`: robust accuracy against eps per randomness mode, beside the
+  undefended classifier and the compression-rate prediction;
+- :mod:`~art_diffpure.evaluations.gradient_masking`: one small ``check_*`` per gradient-masking diagnostic, and
+  the quick checklist ``gradient_masking_diagnostics`` composed of them (gradients measured by
+  :mod:`~art_diffpure.evaluations.gradients`);
+- :mod:`~art_diffpure.evaluations.statistics`: intervals over images, paired tests, seed-to-seed spreads;
+- :mod:`~art_diffpure.evaluations.comparisons` and :mod:`~art_diffpure.evaluations.laws`: the accuracies and
+  paired comparisons of a results dict, and the verdicts on the paper's laws C1..C7;
+- :mod:`art_diffpure.evaluations.distributed`: ``torch.distributed`` sharding by sample id (not imported here,
+  so that ``python -m art_diffpure.evaluations.distributed`` runs it cleanly).
+
+Nothing here prints or writes files: every function returns a result object or plain dict.
+"""
+from art_diffpure.evaluations.gradient_masking import (
+    DiagnosticCheck,
+    DiagnosticsResult,
+    MaskingCheck,
+    diagnostics_table,
+    gradient_masking_diagnostics,
+)
+from art_diffpure.evaluations.pgd import as_classifier, run_pgd, undefended
+from art_diffpure.evaluations.robustness_curve import RobustnessCurve, plot_robustness_curve, robustness_curve
+
+__all__ = [
+    "DiagnosticCheck",
+    "DiagnosticsResult",
+    "MaskingCheck",
+    "RobustnessCurve",
+    "as_classifier",
+    "diagnostics_table",
+    "gradient_masking_diagnostics",
+    "plot_robustness_curve",
+    "robustness_curve",
+    "run_pgd",
+    "undefended",
+]

@@ -1,0 +1,48 @@
+"""The digits data set (scikit-learn's bundled 8x8 digits) with one fixed train/test split."""
+from __future__ import annotations
+
+import numpy as np
+
+SPLITS = ("train", "test")
+TEST_SIZE = 0.25
+SPLIT_SEED = 0
+SPLIT_DEFINITION = (
+    "sklearn.datasets.load_digits (1797 images, 8x8, values 0..16) divided by 16 to [0, 1], NCHW float32; "
+    f"sklearn.model_selection.train_test_split(indices, test_size={TEST_SIZE}, stratify=y, "
+    f"random_state={SPLIT_SEED}) -> 1347 train / 450 test"
+)
+
+
+def digits_split_indices() -> tuple[np.ndarray, np.ndarray]:
+    """Indices (into ``load_digits()``) of the fixed train and test splits, each sorted."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    y = load_digits().target
+    train, test = train_test_split(np.arange(len(y)), test_size=TEST_SIZE, stratify=y, random_state=SPLIT_SEED)
+    return np.sort(train), np.sort(test)
+
+
+def load_digits_split(split: str) -> tuple[np.ndarray, np.ndarray]:
+    """
+    Load one split of scikit-learn's digits.
+
+    The split is fixed: ``train_test_split`` of the 1797 indices with ``test_size=0.25``,
+    stratified by label, ``random_state=0`` (1347 train, 450 test images); see ``SPLIT_DEFINITION``.
+
+    :param split: ``"train"`` or ``"test"``.
+    :return: ``(x, y)``: ``x`` float32 of shape ``(n, 1, 8, 8)`` in [0, 1], ``y`` int64 of shape ``(n,)``.
+    """
+    if split not in SPLITS:
+        raise ValueError(f"Unknown split {split!r}; expected one of {SPLITS}")
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    train, test = digits_split_indices()
+    idx = train if split == "train" else test
+    x = (digits.images[idx].astype(np.float32) / 16.0).reshape(-1, 1, 8, 8)
+    y = digits.target[idx].astype(np.int64)
+    return x, y
+
+
+__all__ = ["SPLITS", "SPLIT_DEFINITION", "SPLIT_SEED", "TEST_SIZE", "digits_split_indices", "load_digits_split"]

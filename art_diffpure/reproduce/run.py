@@ -1,0 +1,70 @@
+"""
+The only part of ``art-diffpure reproduce`` that writes files or prints: :func:`run_preset` runs a preset and
+:func:`write_report` writes its report directory.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from typing import Any
+
+from art_diffpure.reproduce import render as rp
+from art_diffpure.reproduce.experiments import run_experiments, run_imagenet_experiments
+from art_diffpure.reproduce.figures import figures
+from art_diffpure.reproduce.jobs import _Timer, n_processes
+from art_diffpure.reproduce.markdown import imagenet_markdown, markdown
+from art_diffpure.reproduce.presets import build_setting
+
+__all__ = ["run_preset", "write_report"]
+
+
+def _strip_timings(obj: Any, path: str, sink: dict) -> Any:
+    """Move wall-clock entries out of the results (they differ between identical runs)."""
+    if isinstance(obj, dict):
+        out = {}
+        for k, v in obj.items():
+            if isinstance(k, str) and (k.endswith("time_s") or k == "time_per_step_s"):
+                sink[f"{path}.{k}"] = v
+            else:
+                out[k] = _strip_timings(v, f"{path}.{k}", sink)
+        return out
+    if isinstance(obj, list):
+        return [_strip_timings(v, f"{path}[{i}]", sink) for i, v in enumerate(obj)]
+    return obj
+
+
+def write_report(results: dict[str, Any], timings: dict[str, float], out: str) -> None:
+    """report.md, results.json, timings.json and the figures."""
+    os.makedirs(out, exist_ok=True)
+    rp.write_json(os.path.join(out, "results.json"), results)
+    rp.write_json(os.path.join(out, "timings.json"), timings)
+    if results["setting"]["preset"] == "imagenet":
+        text = imagenet_markdown(results, timings)
+    else:
+        text = markdown(results, timings, figures(results, out))
+    with open(os.path.join(out, "report.md"), "w") as handle:
+        handle.write(text)
+
+
+def run_preset(args) -> dict[str, Any]:
+    """Build the preset's setting, run it, write the report; returns the results."""
+    import torch
+
+    setting = build_setting(args)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    torch.use_deterministic_algorithms(False)
+    timer = _Timer()
+    t0 = time.perf_counter()
+    if setting.name == "imagenet":
+        results = run_imagenet_experiments(setting, timer)
+    else:
+        n_procs = n_processes(args, setting)
+        results = run_experiments(setting, timer, n_procs, args)
+        timer.times["processes"] = n_procs
+    timings = {k: v for k, v in timer.times.items()}
+    results = _strip_timings(results, "results", timings)
+    timings["total"] = time.perf_counter() - t0
+    write_report(results, timings, args.out)
+    print(f"report written to {os.path.join(args.out, 'report.md')} ({timings['total']:.0f} s)")
+    return results

@@ -1,0 +1,188 @@
+"""Gradient-masking checks (art_diffpure.evaluations.gradient_masking): each small check against hand-made
+outcomes, the quick checklist on small digits models, and the full-strength run (tiny)."""
+from __future__ import annotations
+
+import json
+import math
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from _evaluation_models import RoundedPurifier, _one_thread, digits, plain_model  # noqa: F401  (autouse fixture)
+from conftest import art_classifier, make_purifier, tiny_classifier, tiny_scheduler, tiny_unet
+
+from art_diffpure.reproduce import masking as masking_report
+from art_diffpure.evaluations import gradient_masking as gm
+from art_diffpure.evaluations.gradient_masking import diagnostics_table, gradient_masking_diagnostics
+
+
+# ---------------------------------------------------------------------------------------------- full-strength checks
+def test_allowance_is_five_percent_and_at_least_one_image():
+    assert gm.allowed_extra(10) == 1 and gm.allowed_extra(32) == 1 and gm.allowed_extra(128) == 6
+
+
+def test_gradient_free_check_warns_only_beyond_the_allowance():
+    pgd = np.array([1, 1, 0, 0, 0, 0, 0, 0, 0, 0], dtype=bool)
+    one_more = pgd.copy()
+    one_more[2] = True
+    two_more = one_more.copy()
+    two_more[3] = True
+    assert gm.check_gradient_free(pgd, one_more).verdict == "pass"
+    check = gm.check_gradient_free(pgd, two_more)
+    assert check.verdict == "warn" and check.numbers["square_only"] == 2
+    assert check.numbers["mcnemar_p"] == pytest.approx(0.5)  # b=0, c=2: 2 * 0.25
+    with pytest.raises(ValueError, match="images"):
+        gm.check_gradient_free(pgd, two_more[:5])
+
+
+def test_iteration_checks_tell_convergence_from_plateau():
+    n = 20
+    s = lambda k: np.arange(n) < k  # noqa: E731 - k images broken
+    converged, plateau = gm.check_iterations([10, 40, 100, 200], [s(5), s(8), s(11), s(11)], 40)
+    assert converged.verdict == "warn" and plateau.verdict == "pass"  # flat at the end, but PGD-40 is short of it
+    converged, plateau = gm.check_iterations([10, 40, 100, 200], [s(5), s(8), s(8), s(9)], 40)
+    assert converged.verdict == "pass" and plateau.verdict == "pass"
+    assert converged.numbers["successes_by_iterations"] == {"10": 5, "40": 8, "100": 8, "200": 9}
+    with pytest.raises(ValueError, match="reference"):
+        gm.check_iterations([10, 100], [s(1), s(2)], 40)
+
+
+@pytest.mark.parametrize("check, name", [
+    (lambda a, b: gm.check_restarts(a, b, 5), "restarts"),
+    (gm.check_bpda, "bpda_vs_full"),
+    (gm.check_transfer, "transfer_from_undefended"),
+    (lambda a, b: gm.check_stronger_attack(a, b, "apgd"), "stronger_attack_apgd"),
+])
+def test_pairwise_checks_warn_beyond_the_allowance(check, name):
+    ref = np.arange(20) < 4
+    assert check(ref, np.arange(20) < 5).verdict == "pass"  # one more image: within max(1, 5% of 20)
+    warn = check(ref, np.arange(20) < 6)
+    assert warn.name == name and warn.verdict == "warn" and warn.numbers["allowed"] == 1
+    assert check(ref, ref).numbers["mcnemar_p"] == 1.0
+
+
+def test_large_eps_and_overall():
+    assert gm.check_large_eps(1.0, 0.05, 10).verdict == "pass"
+    warn = gm.check_large_eps(1.0, 0.3, 10)
+    assert warn.verdict == "warn" and gm.overall([warn, gm.check_large_eps(1.0, 0.0, 10)]) == "warn"
+
+
+# ---------------------------------------------------------------------------------------------- quick-checklist checks
+def test_gradient_free_rate_check():
+    pgd = np.arange(20) < 4
+    assert gm.check_gradient_free_rate(pgd, pgd, 0.05, 0.1, 10).verdict == "pass"
+    square = pgd | (np.arange(20) == 10)  # one image beyond PGD: 1 > 0.05 * 20 is False, rate +0.05 is not > 0.05
+    assert gm.check_gradient_free_rate(pgd, square, 0.05, 0.1, 10).verdict == "pass"
+    square = square | (np.arange(20) == 11)
+    check = gm.check_gradient_free_rate(pgd, square, 0.05, 0.1, 10)
+    assert check.verdict == "warn" and check.numbers["square_only"] == 2 and check.numbers["pgd_only"] == 0
+    assert check.numbers["square_success_rate"] == pytest.approx(0.3) and check.name == "gradient_free_attack"
+
+
+def test_large_eps_curve_check():
+    check = gm.check_large_eps_curve([0.25, 0.5, 1.0], [0.4, 0.1, 0.0], 0.1, 0.1)
+    assert check.verdict == "pass" and check.numbers["robust_accuracy"] == [0.4, 0.1, 0.0]
+    assert gm.check_large_eps_curve([0.5, 1.0], [0.5, 0.3], 0.1, 0.1).verdict == "warn"
+
+
+def test_iterations_restarts_check():
+    check = gm.check_iterations_restarts([5, 10, 20], [3, 5, 5], [1, 3], [5, 6], n=10, tolerance=1, eps=0.1)
+    assert check.verdict == "pass" and check.numbers["largest_drop_iterations"] == 0
+    check = gm.check_iterations_restarts([5, 10, 20], [3, 6, 4], [1, 3], [5, 6], n=10, tolerance=1, eps=0.1)
+    assert check.verdict == "warn" and check.numbers["largest_drop_iterations"] == 2
+    check = gm.check_iterations_restarts([5, 10], [3, 3], [1, 3], [5, 3], n=10, tolerance=1, eps=0.1)
+    assert check.verdict == "warn" and check.numbers["largest_drop_restarts"] == 2
+
+
+def test_gradient_health_check():
+    rng = np.random.default_rng(0)
+    assert gm.check_gradient_health(rng.standard_normal((4, 8)), 1e-8, 0.5).verdict == "pass"
+    check = gm.check_gradient_health(np.zeros((4, 8)), 1e-8, 0.5)
+    assert check.verdict == "warn" and check.numbers["zero_fraction"] == 1.0 and "vanishing" in check.explanation
+    bad = rng.standard_normal((4, 8))
+    bad[0, 0] = np.nan
+    check = gm.check_gradient_health(bad, 1e-8, 0.5)
+    assert check.verdict == "warn" and check.numbers["finite"] is False
+
+
+def test_chain_gradients_check():
+    assert gm.check_chain_gradients([1.0, 2.0, 4.0], 1e4).verdict == "pass"
+    check = gm.check_chain_gradients([0.0, 0.0], 1e4)
+    assert check.verdict == "warn" and "every reverse step" in check.explanation
+    assert check.numbers["max_min_ratio"] == math.inf and check.to_dict()["numbers"]["max_min_ratio"] is None
+    assert gm.check_chain_gradients([1.0, 0.0, 1.0], 1e4).numbers["zero_steps"] == 1
+    assert gm.check_chain_gradients([1.0, 1e5], 1e4).verdict == "warn"
+    na = gm.check_chain_gradients(None, 1e4, "no DiffusionPurifier")
+    assert na.verdict == "n/a" and "no DiffusionPurifier" in na.explanation
+
+
+def test_loss_gradients_check():
+    flags = np.zeros((4, 3), dtype=bool)
+    assert gm.check_loss_gradients(flags, 0.5).verdict == "pass"
+    flags[:2, 0] = True  # two of four all-zero: not more than half
+    assert gm.check_loss_gradients(flags, 0.5).verdict == "pass"
+    flags[2, 0] = True
+    assert gm.check_loss_gradients(flags, 0.5).verdict == "warn"
+    flags = np.zeros((4, 3), dtype=bool)
+    flags[3, 1] = True
+    check = gm.check_loss_gradients(flags, 0.5)
+    assert check.verdict == "warn" and check.numbers["nan_gradient_samples"] == 1
+
+
+# ---------------------------------------------------------------------------------------------- the quick checklist
+def test_masked_gradient_is_flagged():
+    x, y = digits(12)
+    purifier = RoundedPurifier(tiny_unet(), tiny_scheduler(), t_star=2, seed=0, device_type="cpu")
+    result = gradient_masking_diagnostics(
+        art_classifier(plain_model(), purifier), x, y, eps=0.1, max_iter=5, iterations=(5, 10), square_queries=50,
+        large_eps=(0.5, 1.0), n_gradient_samples=4)
+    verdicts = {c.name: c.verdict for c in result.checks}
+    print(verdicts, {c.name: c.numbers for c in result.checks})
+    assert result.overall == "warn"
+    for name in ("gradient_free_attack", "gradient_health", "chain_gradients", "loss_gradient_check"):
+        assert verdicts[name] == "warn", name
+    assert result.check("gradient_health").numbers["zero_fraction"] == 1.0
+    assert result.check("chain_gradients").numbers["per_step_grad_norm"] == [0.0, 0.0]
+    assert result.check("loss_gradient_check").numbers["zero_gradient_samples"] == 4
+    square = result.check("gradient_free_attack").numbers
+    assert square["square_only"] > 0 and square["square_success_rate"] > square["pgd_success_rate"]
+    table = diagnostics_table(result)
+    assert table.count("\n") == len(result.checks) + 2 and "**warn**" in table
+    assert json.loads(json.dumps(result.to_dict()))["overall"] == "warn"
+
+
+def test_plain_classifier_is_not_flagged():
+    x, y = digits(24)
+    result = gradient_masking_diagnostics(plain_model(), x, y, eps=0.1, max_iter=10, iterations=(5, 10, 20))
+    verdicts = {c.name: c.verdict for c in result.checks}
+    print(verdicts)
+    assert result.overall == "pass", diagnostics_table(result)
+    assert verdicts["chain_gradients"] == "n/a"
+    assert result.check("large_eps").numbers["robust_accuracy"][-1] == 0.0
+    json.dumps(result.to_dict())
+
+
+# ---------------------------------------------------------------------------------------------- full strength, tiny
+def test_full_strength_run_resumes_and_reports(tmp_path, monkeypatch):
+    torch.set_num_threads(1)
+    x = np.random.RandomState(0).rand(4, 1, 8, 8).astype(np.float32)
+    make = lambda sampler, gradient: art_classifier(  # noqa: E731
+        tiny_classifier(), make_purifier(t_star=2, sampler=sampler, seed=0, gradient=gradient))
+    y = make("ddpm", "full").predict(x).argmax(1)
+    kwargs = dict(samplers=("ddpm",), n_images=4, eps=0.1, square_queries=5, restarts=2, batch_size=4,
+                  make_classifier=make, data=(x, y), progress=False)
+    first = masking_report.run(str(tmp_path), **kwargs)
+    names = {c["name"] for c in first["samplers"]["ddpm"]["checks"]}
+    assert names == {"gradient_free_attack", "pgd_converged", "iterations_plateau", "restarts", "bpda_vs_full",
+                     "transfer_from_undefended", "stronger_attack_apgd_ce_dlr", "large_eps"}
+    assert len(os.listdir(tmp_path / "parts")) == 10
+    calls = []
+    monkeypatch.setattr(masking_report, "run_attack", lambda *a, **k: calls.append(a) or {})
+    again = masking_report.run(str(tmp_path), **kwargs)  # every part found: nothing is attacked again
+    assert calls == [] and again["samplers"] == first["samplers"]
+    assert json.load(open(tmp_path / "results.json"))["samplers"] == first["samplers"]
+    assert "gradient_free_attack" in open(tmp_path / "report.md").read()
+    with pytest.raises(RuntimeError, match="other settings"):
+        masking_report.run(str(tmp_path), **dict(kwargs, square_queries=6, restarts=2, eps=0.2))
