@@ -6,7 +6,7 @@
 The purifier noises its input to timestep ``t_star`` and denoises it with a pretrained diffusion
 model (a diffusers ``UNet2DModel`` or any callable ``(x_t, t) -> eps``). Its internal randomness xi
 is either fresh on every call (``seed=None``) or fixed per sample through the seed hash of
-:mod:`art_diffpure.noise`, so that an attack and its test can share xi.
+:mod:`art_diffpure.randomness`, so that an attack and its test can share xi.
 
 | Please keep in mind the limitations of defences. For details on how to evaluate classifier
   security in general, see https://arxiv.org/abs/1902.06705 ; for stochastic purifiers, evaluate
@@ -26,8 +26,8 @@ import numpy as np
 from art.defences.preprocessor.preprocessor import PreprocessorPyTorch
 from tqdm.auto import tqdm
 
-from art_diffpure.noise import aligned_noise
-from art_diffpure.randomness import RandomnessControl, RandomnessEscapeError, active_controls
+from art_diffpure import checkpointing, samplers
+from art_diffpure.randomness import RandomnessControl, RandomnessEscapeError, active_controls, aligned_noise
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -131,8 +131,6 @@ class DiffusionPurifier(PreprocessorPyTorch):
         :param apply_predict: apply during prediction (default ``True``).
         :param verbose: show progress bars.
         """
-        import torch
-
         super().__init__(device_type=device_type, is_fitted=True, apply_fit=apply_fit, apply_predict=apply_predict)
         self.model = model
         self.scheduler = scheduler
@@ -152,9 +150,15 @@ class DiffusionPurifier(PreprocessorPyTorch):
         self.verbose = verbose
         self._check_params()
 
-        if isinstance(model, torch.nn.Module):
+        self._init_state(generator_seed)
+
+    def _init_state(self, generator_seed: int | None) -> None:
+        """The model on the device, the purifier's own generator, the randomness slots and the caches."""
+        import torch
+
+        if isinstance(self.model, torch.nn.Module):
             # Attacks need input gradients only: frozen weights save the parameter-gradient work.
-            model.to(self.device).eval().requires_grad_(False)
+            self.model.to(self.device).eval().requires_grad_(False)
         # A generator of our own for seed=None: never draws from torch's global RNG.
         self._fresh_generator = torch.Generator(device="cpu")
         self.reseed_fresh(generator_seed)
@@ -163,7 +167,7 @@ class DiffusionPurifier(PreprocessorPyTorch):
         self._noise_cache: OrderedDict = OrderedDict()
         # Step coefficients are read from a CPU copy: diffusers' add_noise moves alphas_cumprod to the device,
         # after which every float() of a coefficient would be a host-device synchronisation.
-        self._cpu_scheduler = copy.deepcopy(scheduler)
+        self._cpu_scheduler = copy.deepcopy(self.scheduler)
         self._cpu_scheduler.alphas_cumprod = self._cpu_scheduler.alphas_cumprod.cpu()
 
     # ------------------------------------------------------------------ construction
@@ -494,57 +498,15 @@ class DiffusionPurifier(PreprocessorPyTorch):
         return x_t, (torch.stack(trajectory) if return_trajectory else None)
 
     def _graph_bytes(self, fn: Callable, *args) -> tuple[int, Any]:
-        """Run ``fn(*args)`` and count the bytes of the distinct tensor storages its autograd graph saves.
-        Frozen model weights and the tensors in ``args[1:]`` (the cached noise) exist anyway: not counted."""
-        import torch
-
-        params = list(self.model.parameters()) if isinstance(self.model, torch.nn.Module) else []
-        params += [a for a in args[1:] if isinstance(a, torch.Tensor)]
-        seen = {p.untyped_storage().data_ptr() for p in params}
-        total = 0
-
-        def pack(t):
-            nonlocal total
-            storage = t.untyped_storage()
-            if storage.data_ptr() not in seen:
-                seen.add(storage.data_ptr())
-                total += storage.nbytes()
-            return t
-
-        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-            out = fn(*args)
-        return total, out
+        """Bytes the autograd graph of ``fn(*args)`` saves beyond the frozen weights and ``args[1:]`` (the noise)."""
+        return checkpointing.graph_bytes(self.model, fn, *args)
 
     def _checkpoint_budget(self, device: "torch.device") -> int:
-        """Bytes the un-checkpointed chain may keep: the explicit budget, else half of the free device memory."""
-        import torch
-
-        if self.checkpoint_budget_bytes is not None:
-            return int(self.checkpoint_budget_bytes)
-        if device.type == "cuda":
-            # mem_get_info counts blocks PyTorch's caching allocator holds but does not use as taken: after one
-            # un-checkpointed gradient freed its graph into the cache, the next call would see that much less and
-            # flip to checkpointing mid-attack. Those cached blocks are free to this process: count them.
-            cached_unused = torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
-            return (torch.cuda.mem_get_info(device)[0] + max(0, cached_unused)) // 2
-        try:
-            with open("/proc/meminfo") as f:
-                for line in f:
-                    if line.startswith("MemAvailable:"):
-                        return int(line.split()[1]) * 1024 // 2
-        except OSError:
-            pass
-        return 2 << 30  # no way to ask: 2 GiB
+        """Bytes the un-checkpointed chain may keep (see :func:`checkpointing.memory_budget`)."""
+        return checkpointing.memory_budget(device, self.checkpoint_budget_bytes)
 
     def _reverse_timesteps(self) -> list[int]:
-        if self.sampler != "ddim":
-            return list(range(self.t_star - 1, -1, -1))
-        stride = self._ddim_stride()
-        return list(range(self.t_star - 1, -1, -stride))
-
-    def _ddim_stride(self) -> int:
-        n = self.ddim_steps or self.t_star
-        return max(1, math.ceil(self.t_star / n))
+        return samplers.reverse_timesteps(self.t_star, self.sampler, self.ddim_steps)
 
     def _eps(self, x_t: "torch.Tensor", t: int) -> "torch.Tensor":
         import torch
@@ -560,18 +522,13 @@ class DiffusionPurifier(PreprocessorPyTorch):
             ddim = self._ddim_scheduler()
             eps = model_output[:, : x_t.shape[1]]  # learned-variance models: DDIM uses eps only
             return ddim.step(eps, t, x_t, eta=0.0).prev_sample
-        return ddpm_step(self._cpu_scheduler, model_output, t, x_t, noise)
+        return samplers.ddpm_step(self._cpu_scheduler, model_output, t, x_t, noise)
 
     def _ddim_scheduler(self):
-        key = (id(self.scheduler), self._ddim_stride())
+        key = (id(self.scheduler), samplers.ddim_stride(self.t_star, self.ddim_steps))
         cached = getattr(self, "_ddim_cache", None)
         if cached is None or cached[0] != key:
-            from diffusers import DDIMScheduler
-
-            ddim = DDIMScheduler.from_config(self.scheduler.config)
-            # set_timesteps(n) makes step() go from t to t - num_train_timesteps // n.
-            ddim.set_timesteps(ddim.config.num_train_timesteps // self._ddim_stride())
-            self._ddim_cache = (key, ddim)
+            self._ddim_cache = (key, samplers.ddim_scheduler(self.scheduler, key[1]))
         return self._ddim_cache[1]
 
     # ------------------------------------------------------------------ checks
@@ -657,54 +614,6 @@ class DiffusionPurifier(PreprocessorPyTorch):
             raise ValueError("model must be a torch module or a callable (x_t, t) -> eps")
 
 
-def ddpm_step(scheduler: Any, model_output: "torch.Tensor", t: int, sample: "torch.Tensor",
-              noise: "torch.Tensor" | None) -> "torch.Tensor":
-    """
-    The DDPM posterior step ``x_t -> x_{t-1}`` of diffusers' ``DDPMScheduler.step`` with the noise
-    given explicitly instead of drawn from a generator (so it can be seeded, cached and
-    checkpointed). Variances, including learned ones (``2 * C`` output channels with
-    ``variance_type="learned_range"``), come from the scheduler's own ``_get_variance``.
-    """
-    import torch
-
-    config = scheduler.config
-    predicted_variance = None
-    if model_output.shape[1] == 2 * sample.shape[1] and config.variance_type in ("learned", "learned_range"):
-        model_output, predicted_variance = torch.split(model_output, sample.shape[1], dim=1)
-    elif model_output.shape[1] != sample.shape[1]:
-        raise ValueError(f"Model output has {model_output.shape[1]} channels for a {sample.shape[1]}-channel sample "
-                         f"(variance_type={config.variance_type!r})")
-    # Coefficients in the scheduler's own precision (float32), exactly as diffusers computes them.
-    acp = scheduler.alphas_cumprod
-    alpha_prod_t = acp[t]
-    alpha_prod_prev = acp[t - 1] if t > 0 else torch.tensor(1.0)
-    beta_prod_t, beta_prod_prev = 1 - alpha_prod_t, 1 - alpha_prod_prev
-    current_alpha = alpha_prod_t / alpha_prod_prev
-    current_beta = 1 - current_alpha
-    sqrt_beta_t, sqrt_alpha_t = float(beta_prod_t**0.5), float(alpha_prod_t**0.5)
-    c_x0 = float(alpha_prod_prev**0.5 * current_beta / beta_prod_t)
-    c_xt = float(current_alpha**0.5 * beta_prod_prev / beta_prod_t)
-
-    pred_x0 = (sample - sqrt_beta_t * model_output) / sqrt_alpha_t
-    if getattr(config, "thresholding", False):
-        pred_x0 = scheduler._threshold_sample(pred_x0)
-    elif config.clip_sample:
-        pred_x0 = pred_x0.clamp(-config.clip_sample_range, config.clip_sample_range)
-    prev = c_x0 * pred_x0 + c_xt * sample
-    if t == 0:
-        return prev
-    variance = scheduler._get_variance(t, predicted_variance=predicted_variance)
-    if config.variance_type in ("fixed_small_log",):
-        std = variance
-    elif config.variance_type == "learned_range":
-        std = torch.exp(0.5 * variance)
-    else:
-        std = variance**0.5
-    if isinstance(std, torch.Tensor) and std.ndim == 0:
-        std = float(std)
-    return prev + std * noise
-
-
 def find_purifier(classifier: Any, required: bool = False) -> DiffusionPurifier | None:
     """
     The single :class:`DiffusionPurifier` among an ART estimator's ``preprocessing_defences``: ``None`` when there is
@@ -719,4 +628,4 @@ def find_purifier(classifier: Any, required: bool = False) -> DiffusionPurifier 
     return found[0] if found else None
 
 
-__all__ = ["DiffusionPurifier", "ddpm_step", "find_purifier"]
+__all__ = ["DiffusionPurifier", "find_purifier"]

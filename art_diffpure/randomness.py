@@ -1,5 +1,10 @@
 """The randomness an attack fixes on a purifier, who it applies to, and the audit of every call.
 
+Seed alignment (Appendix B of Liu & Wei 2025, eq. 12-13): the noise of sample ``i`` at step ``t`` under base
+seed ``s`` comes from its own CPU generator seeded with ``hash(s, i, 2t)`` (forward) or ``hash(s, i, 2t + 1)``
+(reverse), ``hash(s, i, t) = ((p_s s) XOR (p_i i) XOR (p_t t)) mod 2**32``; ``i`` is the sample's own id, never
+its position in a batch, and no global RNG is touched. The same values on every device.
+
 ART rebuilds and copies estimators freely (APGD builds a new ``PyTorchClassifier`` from the same
 preprocessor objects, AutoAttack keeps sub-attacks on the estimator it was given and subsets ``x``,
 ``estimator_orig`` holds yet another reference). The one thing that survives all of that is the
@@ -27,12 +32,65 @@ from __future__ import annotations
 import contextlib
 import threading
 from dataclasses import asdict, dataclass, field
-from typing import Any, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 import numpy as np
 
-from art_diffpure.noise import seed_hash
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
 
+
+# ---------------------------------------------------------------------------------------------- seed alignment
+P_S = 83492791
+P_I = 73856093
+P_T = 19349663
+_MASK = 2**32 - 1
+
+
+def seed_hash(s: int, i: int, t: int) -> int:
+    """The multiplicative hash of eq. 13: ``((p_s*s) ^ (p_i*i) ^ (p_t*t)) mod 2**32``."""
+    return ((P_S * int(s)) ^ (P_I * int(i)) ^ (P_T * int(t))) & _MASK
+
+
+def step_seed(s: int, i: int, t: int, reverse: bool) -> int:
+    """The seed of eq. 12 for forward (``reverse=False``) or reverse step ``t`` of sample ``i``."""
+    return seed_hash(s, i, 2 * int(t) + (1 if reverse else 0))
+
+
+def aligned_noise(
+    seeds: Sequence[int],
+    sample_ids: Sequence[int],
+    steps: Sequence[int],
+    shape: Sequence[int],
+    reverse: bool,
+    dtype: "torch.dtype | None" = None,
+) -> "torch.Tensor":
+    """Standard normal noise of shape ``(len(steps), len(sample_ids), *shape)`` on the CPU.
+
+    Row ``b`` at step ``steps[k]`` is drawn from a generator seeded with
+    ``step_seed(seeds[b], sample_ids[b], steps[k], reverse)``: it depends only on that triple.
+
+    :param seeds: base seed per row (one base seed per sample, or a different one per EOT copy).
+    :param sample_ids: the sample index per row.
+    :param steps: diffusion timesteps (diffusers indexing, 0 .. num_train_timesteps - 1).
+    :param shape: the shape of one sample, e.g. ``(3, 32, 32)``.
+    :param reverse: ``False`` for forward-process noise, ``True`` for reverse-process noise.
+    """
+    import torch
+
+    if len(seeds) != len(sample_ids):
+        raise ValueError(f"seeds ({len(seeds)}) and sample_ids ({len(sample_ids)}) differ in length")
+    out = torch.empty((len(steps), len(sample_ids), *shape), dtype=torch.float32)
+    gen = torch.Generator(device="cpu")
+    one = (1, *shape)  # drawn as a batch of one, the way diffusers' randn_tensor draws per generator
+    for k, t in enumerate(steps):
+        for b, (s, i) in enumerate(zip(seeds, sample_ids)):
+            gen.manual_seed(step_seed(s, i, t, reverse))
+            out[k, b] = torch.randn(one, generator=gen)[0]
+    return out if dtype is None else out.to(dtype)
+
+
+# ---------------------------------------------------------------------------------------------- seed rules
 #: EOT configuration ``k`` of base seed ``s`` uses base seed ``s + k * EOT_SEED_STRIDE`` (``k = 0`` is ``s`` itself).
 EOT_SEED_STRIDE = 7919
 #: In ``"transfer"`` mode the test base seed is ``s + TRANSFER_SEED_OFFSET``. The offset is a prime larger than
@@ -282,14 +340,20 @@ def min_separation(flat: np.ndarray) -> float:
 __all__ = [
     "AmbiguousRowsError",
     "EOT_SEED_STRIDE",
+    "P_I",
+    "P_S",
+    "P_T",
     "RandomnessAudit",
     "RandomnessControl",
     "RandomnessEscapeError",
     "TRANSFER_SEED_OFFSET",
     "active_controls",
+    "aligned_noise",
     "eot_seeds",
     "min_separation",
     "numpy_seeded",
     "numpy_start_seed",
+    "seed_hash",
+    "step_seed",
     "transfer_test_seed",
 ]

@@ -30,8 +30,8 @@ NAME = "b1_paper_pipeline"
 
 
 def paper_seed(s: int, i: int, t: int) -> int:
-    """Eq. 13 of the paper: ((p_s s) XOR (p_i i) XOR (p_t t)) mod 2^32 (the same primes as art_diffpure.noise)."""
-    from art_diffpure.noise import P_I, P_S, P_T
+    """Eq. 13 of the paper: ((p_s s) XOR (p_i i) XOR (p_t t)) mod 2^32 (the same primes as art_diffpure.randomness)."""
+    from art_diffpure.randomness import P_I, P_S, P_T
 
     return ((P_S * s) ^ (P_I * i) ^ (P_T * t)) % 2**32
 
@@ -117,7 +117,7 @@ def main(argv=None) -> dict:
     import torch
 
     from art_diffpure.attacks import RandomnessAlignedAttack
-    from art_diffpure.noise import aligned_noise, seed_hash
+    from art_diffpure.randomness import aligned_noise, seed_hash
 
     eps, eps_source = common.recommended_eps()
     x, y = common.digits_data(n)

@@ -7,8 +7,8 @@ import torch
 from conftest import art_classifier, make_purifier, tiny_classifier, tiny_scheduler, tiny_unet
 
 from art_diffpure import DiffusionPurifier
-from art_diffpure.noise import aligned_noise, seed_hash, step_seed
-from art_diffpure.purifier import ddpm_step
+from art_diffpure.randomness import aligned_noise, seed_hash, step_seed
+from art_diffpure.samplers import ddpm_step
 
 SAMPLERS = ["ddpm", "reverse", "ddim"]
 # The UNet is not bitwise batch-invariant (different conv/GEMM blockings per batch size).

@@ -342,7 +342,7 @@ def test_cli(tmp_path, capsys):
 def test_ddpm_step_learned_range_matches_diffusers(t):
     from diffusers import DDPMScheduler
 
-    from art_diffpure.purifier import ddpm_step
+    from art_diffpure.samplers import ddpm_step
 
     sched = DDPMScheduler(**adm_scheduler_config())
     n, c, hw = 3, 3, 4
@@ -360,7 +360,7 @@ def test_ddpm_step_learned_range_matches_diffusers(t):
 
 
 def test_ddpm_step_learned_range_uses_the_variance_channels():
-    from art_diffpure.purifier import ddpm_step
+    from art_diffpure.samplers import ddpm_step
 
     sched = tiny_scheduler(variance_type="learned_range")
     sample = torch.randn(1, 3, 4, 4)
