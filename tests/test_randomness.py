@@ -146,16 +146,33 @@ def test_rows_are_never_guessed(images):
     assert ids.tolist() == [7, 7, 7] and seeds.tolist() == [0, 0, 0] and k == 1
 
 
-def test_duplicated_images_fall_back_to_one_sample_at_a_time(images):
+def test_duplicated_images_split_the_batch_into_groups_of_distant_samples(images):
+    """A near-duplicate pair costs one extra group (each group's balls disjoint), not a per-sample run."""
     classifier, _ = _setup()
     x = np.concatenate([images[:3], images[:1]])  # sample 3 duplicates sample 0: different ids, different xi
-    attack = RandomnessAlignedAttack(classifier, eps=0.05, eps_step=0.02, max_iter=2, num_random_init=0,
+    attack = RandomnessAlignedAttack(classifier, eps=0.05, eps_step=0.02, max_iter=2, num_random_init=1,
                                      batch_size=4)
     report = attack.evaluate(x, np.arange(4))
-    assert "per-sample" in report["identification"] and report["audit"]["attack"]["ok"]
-    alone = [RandomnessAlignedAttack(classifier, eps=0.05, eps_step=0.02, max_iter=2, num_random_init=0,
-                                     batch_size=1).generate(x[i:i + 1], [i], sample_ids=[i]) for i in range(4)]
-    np.testing.assert_allclose(attack.last_x_adv, np.concatenate(alone), atol=1e-6)
+    assert "split into 2 groups" in report["identification"] and report["audit"]["attack"]["ok"]
+    assert report["audit"]["attack"]["rows_ambiguous"] == 0
+    # groups {0, 1, 2} and {3}: each is exactly the attack on that group alone (same ids, same random start)
+    def alone(idx):
+        return RandomnessAlignedAttack(classifier, eps=0.05, eps_step=0.02, max_iter=2, num_random_init=1,
+                                       batch_size=4).generate(x[idx], np.arange(4)[idx], sample_ids=idx)
+    np.testing.assert_array_equal(attack.last_x_adv[:3], alone(np.arange(3)))
+    np.testing.assert_array_equal(attack.last_x_adv[3:], alone(np.array([3])))
+
+
+def test_distant_groups_partition_rows_into_pairwise_distant_sets():
+    from art_diffpure.attacks.batching import distant_groups
+
+    flat = np.array([[0.0], [0.1], [1.0], [0.05], [2.0]])
+    groups = distant_groups(flat, 0.3)
+    assert [g.tolist() for g in groups] == [[0, 2, 4], [1], [3]]
+    for g in groups:
+        d = np.abs(flat[g][:, None] - flat[g][None]).max(-1) + np.eye(len(g)) * 9
+        assert (d > 0.3).all()
+    assert [g.tolist() for g in distant_groups(flat, 0.01)] == [[0, 1, 2, 3, 4]]
 
 
 def test_unbounded_attacks_run_one_sample_at_a_time(images):

@@ -237,7 +237,7 @@ class RandomnessAlignedAttack(EvasionAttack):
         bound = None if positional else perturbation_bound(self.inner)
         return RandomnessControl(self.attack_seeds(), self.eot_samples, bound=bound, positional=positional)
 
-    def _groups(self, x: np.ndarray, control: RandomnessControl) -> tuple[list[slice], str]:
+    def _groups(self, x: np.ndarray, control: RandomnessControl) -> tuple[list[np.ndarray], str]:
         return sample_groups(x, self.batch_size, control, self.estimator, self.purifier)
 
     def _eot_loop(self, control: RandomnessControl) -> contextlib.AbstractContextManager:
@@ -269,10 +269,10 @@ class RandomnessAlignedAttack(EvasionAttack):
         x_adv = np.empty_like(x)
         t0 = time.perf_counter()
         with self.purifier.controlled(control), self._eot_loop(control):
-            for sl in tqdm(groups, desc="RandomnessAlignedAttack", disable=not self.verbose):
-                control.set_batch(x[sl], ids[sl])
-                with numpy_seeded(numpy_start_seed(self.seed, int(ids[sl][0]))):
-                    x_adv[sl] = self.inner.generate(x[sl], y_onehot[sl])
+            for idx in tqdm(groups, desc="RandomnessAlignedAttack", disable=not self.verbose):
+                control.set_batch(x[idx], ids[idx])
+                with numpy_seeded(numpy_start_seed(self.seed, int(ids[idx][0]))):
+                    x_adv[idx] = self.inner.generate(x[idx], y_onehot[idx])
         self.last_audit = control.audit
         self.last_generation = {
             "sample_ids": ids.tolist(),

@@ -120,9 +120,10 @@ def _sweep_configs(setting: Setting) -> list[tuple[str, int]]:
 def _reused_attack(setting: Setting, sampler: str, t: int, seed: int) -> str | None:
     """
     The job whose adversarial examples a sweep attack can reuse, or None. The aligned attack is per sample (each
-    row's noise comes from its sample id, PGD's steps are per row), so its first ``sweep_images`` rows of a larger
-    run are that run on those images: Table 2 covers DDPM at the default t* for every seed, Table 6 the other
-    samplers for the first seed.
+    row's noise comes from its sample id, PGD's Linf steps are per row), so the first ``sweep_images`` rows of a
+    larger run are the same attack on those images; they are bit-identical to a separate run on those images when
+    the batching is the same (tested), and otherwise differ only in ART's random start, which is drawn per batch.
+    Table 2 covers DDPM at the default t* for every seed, Table 6 the other samplers for the first seed.
     """
     s = setting.sizes
     if t != setting.t_star or s.sweep_images > s.n_images:

@@ -139,8 +139,12 @@ def _md_disclosure(r: dict[str, Any]) -> list[str]:
              "Fig. 3b / Table 7 configuration on the first 32 images (it was one seed). The budget came from "
              "internal batches of 128 images (about 1.5x cheaper per image than 32 on this CPU, measured) and from "
              "reusing the Table 2 / Table 6 attacks for Table 7 at the default t* (the aligned attack is per "
-             "sample: the first rows of a larger run are bit-identical to a run on those rows, tested). Sizes have "
-             "not been changed in response to results.",
+             "sample: the first rows of a larger run are the same attack on those rows, bit-identical to a separate "
+             "run with the same batching, tested), and from splitting a batch with near-duplicate digits into "
+             "groups of samples more than 2 eps apart instead of attacking it one sample at a time (the first "
+             "attempt of this run fell back to one sample at a time for the 128 images, 1185 s per attack instead "
+             "of about 100 s, and was stopped and fixed before any result was read). Sizes have not been changed "
+             "in response to results.",
              "- **Thresholds** of C1–C7 were written on 2026-12-01, after the earlier default report (n = 32, commit "
              "d8c1dd1) had been read, including its Table 5 correlations (0.59, 0.68), SNR 0.185, Table S6 radii "
              "(0.657 initial, 0.307 fixed xi, 0.733 varying xi) and Table 2 numbers. Each threshold follows a stated "
