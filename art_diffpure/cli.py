@@ -5,6 +5,8 @@ import argparse
 import sys
 from typing import Sequence
 
+__all__ = ["main"]
+
 
 def _reproduce_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--preset", default="digits", choices=["digits", "cifar10", "imagenet"],

@@ -94,3 +94,6 @@ def fmt_accuracy(summary: dict[str, Any] | None, seeds: bool = True) -> str:
     if seeds and summary.get("seed_sd") is not None:
         text += f" (seed sd {100 * summary['seed_sd']:.1f})"
     return text
+
+
+__all__ = ["fmt", "fmt_accuracy", "fmt_interval", "new_figure", "save_figure", "table", "to_plain", "write_json"]
