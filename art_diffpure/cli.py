@@ -11,7 +11,7 @@ __all__ = ["main"]
 def _reproduce_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--preset", default="digits", choices=["digits", "cifar10", "imagenet"],
                         help="experiment setting (default: digits, the embedded models; runs anywhere)")
-    parser.add_argument("--quick", action="store_true", help="a small run: Tables 2 and 4 at t*=100 on 32 images with PGD-10, the rest at smoke-test size (about 2-3 minutes on 2 CPU cores)")
+    parser.add_argument("--quick", action="store_true", help="a small run: Tables 2 and 4 at t*=100 on 32 images with PGD-10, the rest at smoke-test size (about 2 minutes on 2 idle CPU cores)")
     parser.add_argument("--out", default="art-diffpure-report", help="report directory (default: %(default)s)")
     parser.add_argument("--device", default="cpu", help="torch device: cpu or cuda (default: %(default)s)")
     parser.add_argument("--n-images", type=int, default=None, help="override the number of evaluation images")
