@@ -111,7 +111,7 @@ class DiffusionPurifier(PreprocessorPyTorch):
             ``hash(s, i, 2t)`` forward and ``hash(s, i, 2t+1)`` reverse).
         :param gradient: ``"full"`` (exact autograd through every step) or ``"bpda"`` (identity backward).
         :param checkpoint: gradient checkpointing around each reverse step, so memory does not grow with ``t_star``
-            (it recomputes every step in the backward pass, ~35-80% more time). ``"auto"`` (default) measures the
+            (it recomputes every step in the backward pass: +50-100% time on CPU, BENCHMARKS.md B1/B4). ``"auto"`` (default) measures the
             autograd memory of the first reverse step and checkpoints the rest of the chain only if the whole
             un-checkpointed call (every step of every internal batch) would exceed ``checkpoint_budget_bytes``;
             ``True``/``False`` force it.

@@ -12,7 +12,7 @@ x, _ = load_digits_split("test")
 eps = load_provenance()["recommended_eps"]
 configs = [(t_star, sampler) for sampler in ("ddpm", "reverse") for t_star in (10, 50, 100, 200)]
 ranking = rank_by_compression(
-    configs, x[:16], eps=eps,
+    {f"{sampler} t*={t_star}": (t_star, sampler) for t_star, sampler in configs}, x[:16], eps=eps,
     factory=lambda t_star, sampler: load_digits_purifier(t_star=t_star, sampler=sampler, seed=0),
     n_samples=4)
 for entry in ranking.entries:

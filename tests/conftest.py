@@ -61,13 +61,14 @@ def make_purifier(t_star: int = 10, sampler: str = "ddpm", seed: int | None = 0,
     return DiffusionPurifier(tiny_unet(), tiny_scheduler(), t_star=t_star, sampler=sampler, seed=seed, **kwargs)
 
 
-def art_classifier(model: torch.nn.Module, purifier=None, nb_classes: int = 10, input_shape=(1, 8, 8)):
+def art_classifier(model: torch.nn.Module, purifier=None, nb_classes: int = 10, input_shape=(1, 8, 8),
+                   device_type: str = "cpu"):
     from art.estimators.classification import PyTorchClassifier
 
     return PyTorchClassifier(
         model=model, loss=torch.nn.CrossEntropyLoss(), input_shape=input_shape, nb_classes=nb_classes,
         clip_values=(0.0, 1.0), preprocessing_defences=[purifier] if purifier is not None else None,
-        device_type="cpu",
+        device_type=device_type,
     )
 
 

@@ -405,17 +405,72 @@ def test_save_and_from_pretrained_round_trip(tmp_path, images, monkeypatch):
 
 
 # ---------------------------------------------------------------------------- GPU
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+@pytest.fixture
+def exact_cuda():
+    """No TF32 in cuBLAS / cuDNN for the block: CPU-vs-GPU comparisons then measure kernels, not precision."""
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    yield
+    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
+def _cpu_and_gpu(sampler: str, **kwargs):
+    cpu = make_purifier(t_star=10, sampler=sampler, seed=5, **kwargs)
+    gpu = DiffusionPurifier(tiny_unet(), tiny_scheduler(), t_star=10, sampler=sampler, seed=5, device_type="gpu",
+                            **kwargs)
+    return cpu, gpu
+
+
 @pytest.mark.cuda
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@needs_cuda
 @pytest.mark.parametrize("sampler", SAMPLERS)
-def test_cuda_matches_cpu(sampler, images):
-    # Same seed: the noise is drawn on the CPU, so only kernels differ (tolerance 1e-4).
-    cpu = make_purifier(t_star=10, sampler=sampler, seed=5).purify(images)
-    gpu_purifier = DiffusionPurifier(tiny_unet(), tiny_scheduler(), t_star=10, sampler=sampler, seed=5,
-                                     device_type="gpu")
-    out = gpu_purifier.purify(torch.tensor(images, device="cuda"))
+def test_cuda_matches_cpu(sampler, images, exact_cuda):
+    # Same seed: the noise is drawn on the CPU, so only kernels differ. The UNet's own output is compared too:
+    # at t*=10 it reaches the purified image with a weight of ~0.025, so the image alone would hide model errors.
+    cpu, gpu = _cpu_and_gpu(sampler)
+    x = torch.tensor(images)
+    t = torch.full((len(x),), 9, dtype=torch.long)
+    with torch.no_grad():
+        np.testing.assert_allclose(gpu.model(x.cuda() * 2 - 1, t.cuda()).sample.cpu().numpy(),
+                                   cpu.model(x * 2 - 1, t).sample.numpy(), rtol=1e-4, atol=1e-5)
+    out = gpu.purify(x.cuda())
     assert out.device.type == "cuda"
-    np.testing.assert_allclose(out.cpu().numpy(), cpu, atol=1e-4)
-    classifier = art_classifier(tiny_classifier(), gpu_purifier)
-    classifier._device = torch.device("cuda")
-    assert classifier.predict(images).shape == (6, 10)
+    np.testing.assert_allclose(out.cpu().numpy(), cpu.purify(images), atol=1e-5)
+    classifier = art_classifier(tiny_classifier(), gpu, device_type="gpu")
+    assert classifier.device.type == "cuda"
+    np.testing.assert_allclose(classifier.predict(images), art_classifier(tiny_classifier(), cpu).predict(images),
+                               rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.cuda
+@needs_cuda
+@pytest.mark.parametrize("checkpoint", [False, True, "auto"])
+def test_cuda_gradients_match_cpu(checkpoint, images, exact_cuda):
+    cpu, gpu = _cpu_and_gpu("ddpm", checkpoint=checkpoint)
+    grads = []
+    for purifier, device in ((cpu, "cpu"), (gpu, "cuda")):
+        x = torch.tensor(images, device=device, requires_grad=True)
+        (purifier.forward(x)[0] ** 2).sum().backward()
+        grads.append(x.grad.cpu().numpy())
+    np.testing.assert_allclose(grads[1], grads[0], rtol=1e-3, atol=1e-5)
+    if checkpoint == "auto":  # a second gradient must decide the same way (the allocator's cache is free memory)
+        first = gpu.last_checkpointed
+        x = torch.tensor(images, device="cuda", requires_grad=True)
+        gpu.forward(x)[0].sum().backward()
+        assert gpu.last_checkpointed == first
+
+
+@pytest.mark.cuda
+@needs_cuda
+def test_cuda_aligned_attack_runs_under_its_randomness(images):
+    from art_diffpure import RandomnessAlignedAttack
+
+    _, gpu = _cpu_and_gpu("ddpm")
+    classifier = art_classifier(tiny_classifier(), gpu, device_type="gpu")
+    attack = RandomnessAlignedAttack(classifier, seed=0, eps=0.1, eps_step=0.03, max_iter=3, batch_size=6)
+    report = attack.evaluate(images, np.arange(6) % 10)
+    assert report["audit"]["attack"]["ok"] and report["audit"]["test"]["ok"]
+    assert np.abs(attack.last_x_adv - images).max() <= 0.1 + 1e-6

@@ -214,7 +214,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     aligned PGD on the embedded digits models, sharded across the launched processes; rank 0 writes the JSON report."""
     import torch
 
-    p = argparse.ArgumentParser(description=main.__doc__)
+    p = argparse.ArgumentParser(description=main.__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--n-images", type=int, default=32, help="first N images of the digits test split")
     p.add_argument("--t-star", type=int, default=100)
     p.add_argument("--max-iter", type=int, default=40)

@@ -182,15 +182,24 @@ def compression_rate(
 
 
 # ---------------------------------------------------------------------------------------------- ranking
-def _named_purifier(item: Any, idx: int, factory: Callable | None) -> tuple[str, Any]:
+def _config_name(config: Any) -> str:
+    """A readable name of a factory configuration: ``t_star=100, sampler=ddpm`` or ``100, ddpm``."""
+    if isinstance(config, dict):
+        return ", ".join(f"{k}={v}" for k, v in config.items())
+    if isinstance(config, tuple):
+        return ", ".join(str(v) for v in config)
+    return str(config)
+
+
+def _named_purifier(item: Any, idx: int, factory: Callable | None, name: str | None = None) -> tuple[str, Any]:
     """``(name, purifier)`` of one entry of ``configs`` (see :func:`rank_by_compression`)."""
     if factory is not None:
         purifier = factory(**item) if isinstance(item, dict) else factory(*item) if isinstance(item, tuple) \
             else factory(item)
-        return str(item), purifier
+        return name or _config_name(item), purifier
     if isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], str):
         return item[0], item[1]
-    return getattr(item, "name", None) or f"config_{idx}", item
+    return name or getattr(item, "name", None) or f"config_{idx}", item
 
 
 def rank_by_compression(
@@ -206,8 +215,9 @@ def rank_by_compression(
     predictor of aligned robustness (Sec. 5, Fig. 3b). No gradients are computed.
 
     :param configs: purifiers, ``(name, purifier)`` pairs or a ``{name: purifier}`` dict; with ``factory``,
-        configurations passed to it: a dict as keyword arguments, a tuple as positional arguments (e.g.
-        ``(t_star, sampler)``), anything else as the single argument.
+        configurations passed to it (a list, or a ``{name: configuration}`` dict): a dict as keyword arguments, a
+        tuple as positional arguments (e.g. ``(t_star, sampler)``), anything else as the single argument; entries
+        are named by their key, else readably from the configuration (``"100, ddpm"``).
     :param x0: clean images.
     :param eps: l_inf radius of the neighbourhood.
     :param factory: optional callable building a purifier from a configuration.
@@ -219,12 +229,12 @@ def rank_by_compression(
     norms = _check_norms(norm)
     if len(norms) != 1:
         raise ValueError("rank_by_compression ranks by one norm: 2 ('l2') or np.inf ('linf')")
-    items = list(configs.items()) if isinstance(configs, dict) else list(configs)
+    items = list(configs.items()) if isinstance(configs, dict) else [(None, c) for c in configs]
     if not items:
         raise ValueError("configs is empty")
     entries = []
-    for idx, item in enumerate(items):
-        name, purifier = _named_purifier(item, idx, factory)
+    for idx, (key, item) in enumerate(items):
+        name, purifier = _named_purifier(item, idx, factory, None if key is None else str(key))
         result = compression_rate(purifier, x0, eps=eps, norm=norms[0], **kwargs)
         entries.append(RankingEntry(name, result.mean[norms[0]], result.std[norms[0]], result))
     entries.sort(key=lambda e: (math.isnan(e.rate), e.rate))

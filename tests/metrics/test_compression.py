@@ -93,7 +93,11 @@ def test_rank_by_compression(x0):
     by_factory = M.rank_by_compression([(0.9,), (0.2,), (0.6,)], x0, eps=0.05, n_samples=3,
                                        factory=lambda scale: LinearPurifier(scale * np.eye(D)))
     assert [e.rate for e in by_factory.entries] == pytest.approx([0.2, 0.6, 0.9])
+    assert by_factory.names == ["0.2", "0.6", "0.9"]  # readable names, not "(0.2,)"
     json.dumps(by_factory.to_dict())
+    named = M.rank_by_compression({"wide": (0.9,), "narrow": {"scale": 0.2}}, x0, eps=0.05, n_samples=3,
+                                  factory=lambda scale: LinearPurifier(scale * np.eye(D)))
+    assert named.names == ["narrow", "wide"] and [e.rate for e in named.entries] == pytest.approx([0.2, 0.9])
 
 
 # ---------------------------------------------------------------------------------------------- bad arguments
