@@ -26,6 +26,9 @@ def _reproduce_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--jobs", type=int, default=None,
                         help="processes for the independent experiments (default: one per CPU core, at most 4; "
                              "1 on a GPU); results do not depend on it up to float round-off of thread counts")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads per process on the CPU (default: 1; the embedded models are tiny, one "
+                             "thread is fastest and does not crawl when another job holds a core)")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
@@ -44,6 +47,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     mask.add_argument("--square-queries", type=int, default=1000, help="Square queries (default: %(default)s)")
     mask.add_argument("--restarts", type=int, default=5, help="PGD-40 random restarts (default: %(default)s)")
     mask.add_argument("--batch-size", type=int, default=32)
+    mask.add_argument("--threads", type=int, default=1, help="torch threads (default: %(default)s)")
 
     conv = sub.add_parser("convert-adm", help="convert a guided-diffusion (ADM) checkpoint to a diffusers directory")
     try:
@@ -64,7 +68,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         return 0
     if args.command == "masking":
+        import torch
+
         from art_diffpure.reproduce import masking as masking_report
+
+        torch.set_num_threads(args.threads)
 
         res = masking_report.run(args.out, tuple(args.samplers), n_images=args.n_images,
                                  square_queries=args.square_queries, restarts=args.restarts, batch_size=args.batch_size)

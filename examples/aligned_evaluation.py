@@ -4,9 +4,15 @@
 DiffPure evaluation, really a transfer attack); "aligned": attack and test share the same xi.
 Run: python examples/aligned_evaluation.py   (about 30 s on 2 idle CPU cores)
 """
+import torch
+
 from art_diffpure import RandomnessAlignedAttack
 from art_diffpure.models.data import load_digits_split
 from art_diffpure.models.digits import digits_art_classifier, load_digits_purifier, load_provenance
+
+# The embedded models are tiny: one torch thread is fastest on a CPU and does not crawl when another job holds
+# a core (torch's default, all cores, was 20-300x slower on a busy 2-core machine).
+torch.set_num_threads(1)
 
 x, y = load_digits_split("test")
 x, y = x[:16], y[:16]

@@ -4,9 +4,15 @@ A lower compression rate ||f(x) - f(x0)|| / ||x - x0|| under fixed randomness pr
 aligned robustness; it costs a few purifications per image instead of a 40-step attack.
 Run: python examples/compression_rate.py   (about 20 s on 2 idle CPU cores)
 """
+import torch
+
+from art_diffpure.metrics import rank_by_compression
 from art_diffpure.models.data import load_digits_split
 from art_diffpure.models.digits import load_digits_purifier, load_provenance
-from art_diffpure.metrics import rank_by_compression
+
+# The embedded models are tiny: one torch thread is fastest on a CPU and does not crawl when another job holds
+# a core (torch's default, all cores, was 20-300x slower on a busy 2-core machine).
+torch.set_num_threads(1)
 
 x, _ = load_digits_split("test")
 eps = load_provenance()["recommended_eps"]

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Iterator
 
 import numpy as np
 
-from art_diffpure.randomness import RandomnessControl, min_separation
+from art_diffpure.randomness import RandomnessControl
 
 if TYPE_CHECKING:  # pragma: no cover
     from art.estimators.classification import PyTorchClassifier

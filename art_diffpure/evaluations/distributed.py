@@ -225,14 +225,15 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     p.add_argument("--randomness", default="aligned", choices=("aligned", "transfer", "stochastic"))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=16, help="attack batch size (and shard granularity)")
-    p.add_argument("--threads", type=int, default=None, help="torch threads per process")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch threads per process (default: 1 with --device cpu, as several ranks share the cores)")
     p.add_argument("--backend", default=None, help="gloo or nccl (default: nccl with --device gpu, else gloo)")
     p.add_argument("--device", default="cpu", choices=("cpu", "gpu"))
     p.add_argument("--out", default=None, help="JSON report path (written by rank 0)")
     args = p.parse_args(argv)
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    if args.threads or args.device == "cpu":
+        torch.set_num_threads(args.threads or 1)
     launched = _init_from_env(args.backend, args.device)
     from art_diffpure.attacks.protocols import rel_step
     from art_diffpure.attacks.randomness_aligned import RandomnessAlignedAttack

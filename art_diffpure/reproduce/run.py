@@ -12,7 +12,7 @@ from typing import Any
 from art_diffpure.reproduce import render as rp
 from art_diffpure.reproduce.experiments import run_experiments, run_imagenet_experiments
 from art_diffpure.reproduce.figures import figures
-from art_diffpure.reproduce.jobs import _Timer, n_processes
+from art_diffpure.reproduce.jobs import _Timer, cpu_threads, n_processes
 from art_diffpure.reproduce.markdown import imagenet_markdown, markdown
 from art_diffpure.reproduce.presets import build_setting
 
@@ -52,6 +52,8 @@ def run_preset(args) -> dict[str, Any]:
     import torch
 
     setting = build_setting(args)
+    if setting.device == "cpu":
+        torch.set_num_threads(cpu_threads(args))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.use_deterministic_algorithms(False)
     timer = _Timer()
