@@ -405,7 +405,7 @@ def test_save_and_from_pretrained_round_trip(tmp_path, images, monkeypatch):
 
 
 # ---------------------------------------------------------------------------- GPU
-needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU on this machine (these tests compare CUDA against the CPU)")
 
 
 @pytest.fixture

@@ -41,7 +41,7 @@ from art_diffpure.metrics.fid import feature_fid, feature_fid_from_model
 from art_diffpure.metrics.jacobian import JACOBIAN_BACKENDS, JACOBIAN_METHODS, JacobianResult, jacobian_spectrum
 from art_diffpure.metrics.law import LAW_MODELS, CompressionLawFit, fit_compression_law
 from art_diffpure.metrics.neighbourhood import (
-    CentroidResult, CorrelationResult, NeighbourhoodResult, VarianceResult, centroid_distances,
+    CentroidResult, CorrelationResult, NeighbourhoodDesign, NeighbourhoodResult, VarianceResult, centroid_distances,
     direction_correlations, neighbourhood_analysis, variance_decomposition,
 )
 from art_diffpure.metrics.trajectory import TrajectoryResult, ssim, trajectory_distances
@@ -52,7 +52,8 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "JACOBIAN_BACKENDS", "JACOBIAN_METHODS", "LAW_MODELS", "NORMS",
     "CentroidResult", "CompressionLawFit", "CompressionResult", "CorrelationResult", "JacobianResult",
-    "NeighbourhoodResult", "RankingEntry", "RankingResult", "TrajectoryResult", "VarianceResult",
+    "NeighbourhoodDesign",
+    "NeighbourhoodDesign", "NeighbourhoodResult", "RankingEntry", "RankingResult", "TrajectoryResult", "VarianceResult",
     "centroid_distances", "compression_rate", "direction_correlations", "feature_fid", "feature_fid_from_model",
     "fit_compression_law", "gradient_correlation", "jacobian_spectrum", "neighbourhood_analysis",
     "perturbation_correlation", "rank_by_compression", "ssim",

@@ -19,8 +19,8 @@ from art_diffpure.metrics._common import (
 from art_diffpure.randomness import eot_seeds
 
 __all__ = [
-    "CentroidResult", "CorrelationResult", "NeighbourhoodResult", "VarianceResult", "centroid_distances",
-    "direction_correlations", "neighbourhood_analysis", "variance_decomposition",
+    "CentroidResult", "CorrelationResult", "NeighbourhoodDesign", "NeighbourhoodResult", "VarianceResult",
+    "centroid_distances", "direction_correlations", "neighbourhood_analysis", "variance_decomposition",
 ]
 
 _REFERENCES = ("clean", "input")
@@ -206,27 +206,49 @@ def _correlation_result(rows: list[dict[str, float]], reference: str) -> Correla
 
 
 # ---------------------------------------------------------------------------------------------- public metrics
-def neighbourhood_analysis(
-    purifier: Any,
-    x0: Any,
-    eps: float = 8 / 255,
-    n_inputs: int = 16,
-    n_seeds: int = 16,
-    seed: int = 0,
-    reference: str = "clean",
-    sample_ids: Sequence[int] | np.ndarray | None = None,
-    batch_size: int = 64,
-    rng_seed: int | None = 0,
-    verbose: bool = False,
-) -> NeighbourhoodResult:
+@dataclass(frozen=True)
+class NeighbourhoodDesign:
+    """
+    The crossed design every neighbourhood metric shares (one definition instead of one per function): each image
+    gets ``n_inputs`` uniform perturbations in the l_inf ball of radius ``eps``, each purified under the same
+    ``n_seeds`` randomness configurations, the base seeds ``art_diffpure.randomness.eot_seeds(seed, n_seeds)``
+    (those of an EOT attack). The metrics take these fields as keyword arguments.
+
+    :param eps: l_inf radius of the neighbourhood.
+    :param n_inputs: perturbations per image (>= 2).
+    :param n_seeds: randomness configurations (>= 2).
+    :param seed: base seed ``s`` of the configurations.
+    :param sample_ids: sample id of each image (default ``0..n-1``).
+    :param batch_size: rows per purify call.
+    :param rng_seed: seed of the numpy generator drawing the perturbations.
+    """
+
+    eps: float = 8 / 255
+    n_inputs: int = 16
+    n_seeds: int = 16
+    seed: int = 0
+    sample_ids: Sequence[int] | np.ndarray | None = None
+    batch_size: int = 64
+    rng_seed: int | None = 0
+
+
+def _designed_grid(purifier: Any, x0: Any, design: dict[str, Any], verbose: bool, desc: str):
+    """The purifications of :func:`_grid` for a :class:`NeighbourhoodDesign` given as keyword arguments."""
+    d = NeighbourhoodDesign(**design)
+    return _grid(purifier, x0, d.eps, d.n_inputs, d.n_seeds, d.seed, d.sample_ids, d.batch_size, d.rng_seed,
+                 verbose, desc)
+
+
+def neighbourhood_analysis(purifier: Any, x0: Any, reference: str = "clean", verbose: bool = False,
+                           **design: Any) -> NeighbourhoodResult:
     """
     :func:`variance_decomposition`, :func:`centroid_distances` and :func:`direction_correlations`
-    from one set of ``n_images x n_inputs x n_seeds`` purifications (same parameters as those).
+    from one set of ``n_images x n_inputs x n_seeds`` purifications (``design``: the fields of
+    :class:`NeighbourhoodDesign`).
     """
     _check_reference(reference)
     var_rows, cent_rows, corr_rows = [], [], []
-    for x0_i, X, F in _grid(purifier, x0, eps, n_inputs, n_seeds, seed, sample_ids, batch_size, rng_seed, verbose,
-                            "Neighbourhoods"):
+    for x0_i, X, F in _designed_grid(purifier, x0, design, verbose, "Neighbourhoods"):
         var_rows.append(_variance_stats(F))
         cent_rows.append(_centroid_stats(X, F))
         corr_rows.append(_correlation_stats(x0_i, X, F, reference))
@@ -234,94 +256,46 @@ def neighbourhood_analysis(
                                _correlation_result(corr_rows, reference))
 
 
-def variance_decomposition(
-    purifier: Any,
-    x0: Any,
-    eps: float = 8 / 255,
-    n_inputs: int = 16,
-    n_seeds: int = 16,
-    seed: int = 0,
-    sample_ids: Sequence[int] | np.ndarray | None = None,
-    batch_size: int = 64,
-    rng_seed: int | None = 0,
-    verbose: bool = False,
-) -> VarianceResult:
+def variance_decomposition(purifier: Any, x0: Any, verbose: bool = False, **design: Any) -> VarianceResult:
     """
     Variance decomposition (Appendix A, eq. 11) and SNR (eq. 7) of f(x, xi) per image:
 
         Var_{x,xi} f = E_xi[Var_x f(x|xi)] + Var_xi[E_x f(x|xi)],   SNR = E_xi[Var_x f] / Var_xi[E_x f].
 
-    Each image gets ``n_inputs`` uniform perturbations (l_inf ``eps``), each purified under the same
-    ``n_seeds`` configurations (base seeds ``eot_seeds(seed, n_seeds)``, those of an EOT attack): a
-    crossed design, so with population variances (ddof=0) total == input + internal to floating-point
-    precision. Convention: per-pixel variance averaged over pixels, i.e. ``E||f - mu||^2 / D`` (Table S5
-    used 50 x 50 x 50, x 1e-3).
+    On the crossed design of :class:`NeighbourhoodDesign` (its fields are the keyword arguments ``design``), so
+    with population variances (ddof=0) total == input + internal to floating-point precision. Convention:
+    per-pixel variance averaged over pixels, i.e. ``E||f - mu||^2 / D`` (Table S5 used 50 x 50 x 50, x 1e-3).
 
     :param purifier: anything with ``purify(x, seed=..., sample_ids=...)``.
     :param x0: clean images ``(n, ...)``, numpy or torch.
-    :param eps: l_inf radius of the neighbourhood.
-    :param n_inputs: perturbations per image (>= 2).
-    :param n_seeds: randomness configurations (>= 2).
-    :param seed: base seed ``s``; the configurations are ``art_diffpure.randomness.eot_seeds(s, n_seeds)``.
-    :param sample_ids: sample id of each image (default ``0..n-1``).
-    :param batch_size: rows per purify call.
-    :param rng_seed: seed of the numpy generator drawing the perturbations.
     :param verbose: progress bar.
     """
-    rows = [_variance_stats(F) for _, _, F in _grid(purifier, x0, eps, n_inputs, n_seeds, seed, sample_ids,
-                                                     batch_size, rng_seed, verbose, "Variance decomposition")]
+    rows = [_variance_stats(F) for _, _, F in _designed_grid(purifier, x0, design, verbose, "Variance decomposition")]
     return _variance_result(rows)
 
 
-def centroid_distances(
-    purifier: Any,
-    x0: Any,
-    eps: float = 8 / 255,
-    n_inputs: int = 16,
-    n_seeds: int = 16,
-    seed: int = 0,
-    sample_ids: Sequence[int] | np.ndarray | None = None,
-    batch_size: int = 64,
-    rng_seed: int | None = 0,
-    verbose: bool = False,
-) -> CentroidResult:
+def centroid_distances(purifier: Any, x0: Any, verbose: bool = False, **design: Any) -> CentroidResult:
     """
     Mean l2 distance to the respective centroid (Table S6, Fig. 2f), same crossed design as
     :func:`variance_decomposition`: ``initial`` ``||x_j - mean_j x||``; ``vary_input_fixed_xi``
     ``||f_s(x_j) - mean_j f_s(x_j)||`` (compression); ``vary_xi_fixed_input``
     ``||f_s(x_j) - mean_s f_s(x_j)||`` (expansion); ``vary_both`` ``||f_s(x_j) - mean_{s,j} f||``.
     (Table S6's header labels "Fix Inputs" / "Fix Random" look swapped relative to the text.)
-
-    Parameters as :func:`variance_decomposition`.
     """
-    rows = [_centroid_stats(X, F) for _, X, F in _grid(purifier, x0, eps, n_inputs, n_seeds, seed, sample_ids,
-                                                        batch_size, rng_seed, verbose, "Centroid distances")]
+    rows = [_centroid_stats(X, F) for _, X, F in _designed_grid(purifier, x0, design, verbose, "Centroid distances")]
     return _centroid_result(rows)
 
 
-def direction_correlations(
-    purifier: Any,
-    x0: Any,
-    eps: float = 8 / 255,
-    n_inputs: int = 16,
-    n_seeds: int = 16,
-    seed: int = 0,
-    reference: str = "clean",
-    sample_ids: Sequence[int] | np.ndarray | None = None,
-    batch_size: int = 64,
-    rng_seed: int | None = 0,
-    verbose: bool = False,
-) -> CorrelationResult:
+def direction_correlations(purifier: Any, x0: Any, reference: str = "clean", verbose: bool = False,
+                           **design: Any) -> CorrelationResult:
     """
     Correlations of purification directions (Fig. 2d, 2e). The direction of a purified input is
     ``f_xi(x) - x0`` (``reference="clean"``, default) or ``f_xi(x) - x`` (``reference="input"``).
     ``vary_xi_fixed_input``: mean pairwise Pearson correlation (over pixels) of the ``n_seeds``
     directions of one perturbed input, averaged over the inputs; ``vary_input_fixed_xi``: of the
-    ``n_inputs`` directions under one xi, averaged over the seeds. Other parameters as
-    :func:`variance_decomposition`.
+    ``n_inputs`` directions under one xi, averaged over the seeds. Design as :func:`variance_decomposition`.
     """
     _check_reference(reference)
     rows = [_correlation_stats(x0_i, X, F, reference)
-            for x0_i, X, F in _grid(purifier, x0, eps, n_inputs, n_seeds, seed, sample_ids, batch_size, rng_seed,
-                                    verbose, "Direction correlations")]
+            for x0_i, X, F in _designed_grid(purifier, x0, design, verbose, "Direction correlations")]
     return _correlation_result(rows, reference)
