@@ -1,7 +1,8 @@
 """Shared helpers of the benchmark scripts: environment record, models, data, JSON output.
 
 Not a test module: every script under ``benchmarks/`` is run as ``python benchmarks/bN_*.py [--smoke]``
-and writes one JSON file (default ``benchmarks/results/<name>.json``).
+and writes one JSON file: ``benchmarks/results/<name>.json`` (the committed results), or with ``--smoke``
+``benchmarks/results/smoke/<name>.json`` (git-ignored, never read by ``summarize.py``), unless ``--out`` is given.
 """
 from __future__ import annotations
 
@@ -19,12 +20,15 @@ ROOT = os.path.dirname(HERE)
 if ROOT not in sys.path:  # run from a checkout without installation
     sys.path.insert(0, ROOT)
 RESULTS_DIR = os.path.join(HERE, "results")
+#: Where ``--smoke`` runs write without ``--out`` (git-ignored): a smoke run never overwrites a committed result.
+SMOKE_DIR = os.path.join(RESULTS_DIR, "smoke")
 
 
 def parser(description: str) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=description)
     p.add_argument("--smoke", action="store_true", help="tiny sizes, a few seconds (CI)")
-    p.add_argument("--out", default=None, help="output JSON path (default benchmarks/results/<name>.json)")
+    p.add_argument("--out", default=None, help="output JSON path (default benchmarks/results/<name>.json; with "
+                                                "--smoke benchmarks/results/smoke/<name>.json)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: all the machine's cores)")
     p.add_argument("--repeats", type=int, default=None, help="timing repeats (median reported)")
     return p
@@ -79,8 +83,16 @@ def environment() -> dict[str, Any]:
     return out
 
 
+def output_path(out: str | None, name: str, smoke: bool) -> str:
+    """``out`` if given, else ``results/<name>.json``, or ``results/smoke/<name>.json`` for a smoke run."""
+    if out:
+        return out
+    return os.path.join(SMOKE_DIR if smoke else RESULTS_DIR, f"{name}.json")
+
+
 def write_json(data: dict[str, Any], out: str | None, name: str) -> str:
-    path = out or os.path.join(RESULTS_DIR, f"{name}.json")
+    """Write ``data`` (plus the environment) as JSON to :func:`output_path` (smoke runs: ``data["smoke"]``)."""
+    path = output_path(out, name, bool(data.get("smoke")))
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     data = dict(data)
     data.setdefault("environment", environment())

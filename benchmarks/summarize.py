@@ -1,6 +1,9 @@
 """Print a markdown summary of benchmarks/results/*.json (the figures BENCHMARKS.md reports).
 
     python benchmarks/summarize.py [results_dir]
+
+Smoke output is never summarised: ``results/smoke/`` is not read, and a file marked ``"smoke": true`` (a smoke run
+given ``--out``) is skipped with a note.
 """
 from __future__ import annotations
 
@@ -11,12 +14,17 @@ import sys
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
-def load(directory: str, name: str):
+def load(directory: str, name: str) -> dict | None:
+    """The result ``<directory>/<name>.json``, or ``None`` when it is missing or comes from a ``--smoke`` run."""
     path = os.path.join(directory, f"{name}.json")
     if not os.path.isfile(path):
         return None
     with open(path, encoding="utf-8") as f:
-        return json.load(f)
+        data = json.load(f)
+    if data.get("smoke"):
+        print(f"(skipped {path}: a --smoke run, not a result)", file=sys.stderr)
+        return None
+    return data
 
 
 def main(directory: str | None = None) -> None:

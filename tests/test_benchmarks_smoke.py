@@ -38,3 +38,48 @@ def test_smoke(name, tmp_path, bench_path):
     for key in keys + ["environment", "settings"]:
         assert key in data, key
     assert data["environment"]["torch"]
+
+
+# ---------------------------------------------------------------------------------------------- smoke output location
+SCRIPTS = sorted(f[:-3] for f in os.listdir(BENCH) if f.startswith("b") and f.endswith(".py"))
+
+
+@pytest.mark.parametrize("name", SCRIPTS)
+def test_script_writes_only_through_write_json(name):
+    """Every script marks smoke runs and writes by ``_common.write_json`` (which sends smoke runs to results/smoke)."""
+    with open(os.path.join(BENCH, f"{name}.py"), encoding="utf-8") as f:
+        source = f.read()
+    assert '"smoke": bool(args.smoke)' in source
+    assert "common.write_json(result, args.out, NAME)" in source
+    assert "RESULTS_DIR" not in source and "open(" not in source
+
+
+def test_smoke_without_out_goes_to_the_ignored_smoke_dir(tmp_path, monkeypatch, bench_path):
+    common = importlib.import_module("_common")
+    results, smoke = tmp_path / "results", tmp_path / "results" / "smoke"
+    monkeypatch.setattr(common, "RESULTS_DIR", str(results))
+    monkeypatch.setattr(common, "SMOKE_DIR", str(smoke))
+    importlib.import_module("b3_eot").main(["--smoke", "--threads", "1"])  # no --out
+    assert os.listdir(results) == ["smoke"] and os.listdir(smoke) == ["b3_eot.json"]
+    assert common.output_path(None, "b3_eot", smoke=False) == str(results / "b3_eot.json")
+    assert common.output_path("x.json", "b3_eot", smoke=True) == "x.json"
+    with open(os.path.join(os.path.dirname(BENCH), ".gitignore"), encoding="utf-8") as f:
+        assert "benchmarks/results/smoke/" in f.read().split()
+
+
+def test_summarize_skips_smoke_output(tmp_path, capsys, bench_path):
+    summarize = importlib.import_module("summarize")
+    with open(os.path.join(BENCH, "results", "b3_eot.json"), encoding="utf-8") as f:
+        committed = json.load(f)
+    (tmp_path / "b3_eot.json").write_text(json.dumps(committed))
+    summarize.main(str(tmp_path))
+    assert "## B3" in capsys.readouterr().out
+    (tmp_path / "b3_eot.json").write_text(json.dumps(dict(committed, smoke=True)))
+    summarize.main(str(tmp_path))
+    out = capsys.readouterr()
+    assert "## B3" not in out.out and "skipped" in out.err
+    (tmp_path / "smoke").mkdir()
+    (tmp_path / "smoke" / "b3_eot.json").write_text(json.dumps(committed))  # never read from smoke/
+    (tmp_path / "b3_eot.json").unlink()
+    summarize.main(str(tmp_path))
+    assert "## B3" not in capsys.readouterr().out
