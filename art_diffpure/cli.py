@@ -8,28 +8,48 @@ from typing import Sequence
 __all__ = ["main"]
 
 
+def _at_least(low: int):
+    """An argparse type: an integer >= ``low`` (checked before any work starts)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"{value} is below {low}")
+        if value >= 2**32:
+            raise argparse.ArgumentTypeError(f"{value} is not below 2**32")
+        return value
+    parse.__name__ = f"integer >= {low}"
+    return parse
+
+
 def _reproduce_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--preset", default="digits", choices=["digits", "cifar10", "imagenet"],
                         help="experiment setting (default: digits, the embedded models; runs anywhere)")
     parser.add_argument("--quick", action="store_true", help="a small run: Tables 2 and 4 at t*=100 on 32 images with PGD-10, the rest at smoke-test size (about 2 minutes on 2 idle CPU cores)")
     parser.add_argument("--out", default="art-diffpure-report", help="report directory (default: %(default)s)")
     parser.add_argument("--device", default="cpu", help="torch device: cpu or cuda (default: %(default)s)")
-    parser.add_argument("--n-images", type=int, default=None, help="override the number of evaluation images")
-    parser.add_argument("--seeds", type=int, nargs="+", default=None, help="base seeds (default: 0 1 2)")
+    parser.add_argument("--n-images", type=_at_least(1), default=None, help="override the number of evaluation images")
+    parser.add_argument("--seeds", type=_at_least(0), nargs="+", default=None,
+                        help="base seeds, integers in [0, 2**32) (default: 0 1 2)")
     parser.add_argument("--model-dir", default=None,
                         help="cifar10/imagenet: RobustBench model dir (<dir>/<dataset>/Linf/<name>.pt)")
     parser.add_argument("--diffusion", default=None,
                         help="cifar10/imagenet: diffusers directory or hub id of the diffusion model")
     parser.add_argument("--data", default=None, help="cifar10/imagenet: dataset directory")
     parser.add_argument("--full-gradient", action="store_true", help="imagenet: full-gradient PGD instead of BPDA")
-    parser.add_argument("--batch-size", type=int, default=None, help="attack batch size")
-    parser.add_argument("--jobs", type=int, default=None,
+    parser.add_argument("--batch-size", type=_at_least(1), default=None, help="attack batch size")
+    parser.add_argument("--jobs", type=_at_least(1), default=None,
                         help="processes for the independent experiments (default: one per CPU core, at most 4; "
                              "1 on a GPU); results do not depend on it up to float round-off of thread counts")
-    parser.add_argument("--threads", type=int, default=None,
+    parser.add_argument("--threads", type=_at_least(1), default=None,
                         help="torch threads per process on the CPU (default: 1; the embedded models are tiny, one "
                              "thread is fastest and does not crawl when another job holds a core)")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    parser.add_argument("--force", action="store_true",
+                        help="discard what --out holds and start fresh (by default a rerun resumes a run with the same "
+                             "settings and refuses one with other settings)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -49,6 +69,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     mask.add_argument("--batch-size", type=int, default=32)
     mask.add_argument("--threads", type=int, default=1, help="torch threads (default: %(default)s)")
 
+    from art_diffpure.reproduce import evaluate
+
+    ev = sub.add_parser("evaluate", help="attack your own diffusion model + classifier on your data (resumable)")
+    evaluate.add_arguments(ev)
+
     conv = sub.add_parser("convert-adm", help="convert a guided-diffusion (ADM) checkpoint to a diffusers directory")
     try:
         from art_diffpure.models import convert
@@ -60,11 +85,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "reproduce":
         from art_diffpure.reproduce import PresetUnavailable, run_preset
+        from art_diffpure.reproduce.store import RunMismatch
 
         try:
             run_preset(args)
         except PresetUnavailable as err:
             print(f"art-diffpure reproduce --preset {args.preset}: {err}", file=sys.stderr)
+            return 2
+        except RunMismatch as err:
+            print(f"art-diffpure reproduce: {err}", file=sys.stderr)
             return 2
         return 0
     if args.command == "masking":
@@ -78,6 +107,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                                  square_queries=args.square_queries, restarts=args.restarts, batch_size=args.batch_size)
         print(f"wrote {args.out}/report.md: " + ", ".join(f"{k} {v['overall']}" for k, v in res["samplers"].items()))
         return 0
+    if args.command == "evaluate":
+        return evaluate.run(args)
     if args.command == "convert-adm":
         from art_diffpure.models import convert
 

@@ -43,7 +43,7 @@ def import_fra31() -> Any:
             return importlib.import_module(name)
         except ImportError:
             continue
-    raise ImportError("fra31's AutoAttack is not installed: pip install pyautoattack (RobustBench brings it)")
+    raise ImportError("fra31's AutoAttack is not installed: pip install 'art-diffpure[autoattack]' (or pyautoattack)")
 
 
 def _art_module(estimator: "PyTorchClassifier") -> "torch.nn.Module":

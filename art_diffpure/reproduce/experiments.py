@@ -279,15 +279,17 @@ def _statistics(res: dict[str, Any]) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- the runs
-def run_experiments(setting: Setting, timer: _Timer, n_procs: int = 1, args: Any = None) -> dict[str, Any]:
+def run_experiments(setting: Setting, timer: _Timer, n_procs: int = 1, args: Any = None,
+                    store: Any = None) -> dict[str, Any]:
     """
-    Run every experiment of the setting and return plain results (no files written here). With ``n_procs > 1``
-    the independent experiments run in that many processes, each rebuilding the setting from ``args``.
+    Run every experiment of the setting and return plain results (no files written here but ``store``'s). With
+    ``n_procs > 1`` the independent experiments run in that many processes, each rebuilding the setting from
+    ``args``; with a :class:`~art_diffpure.reproduce.store.RunStore` finished experiments are kept and resumed.
     """
     res: dict[str, Any] = {"setting": _setting_record(setting)}
     with timer("undefended"):
         res["undefended"] = _undefended(setting)
-    done = _run_jobs(setting, _jobs(setting), n_procs, args, timer)
+    done = _run_jobs(setting, _jobs(setting), n_procs, args, timer, store)
     ddpm = setting.make_purifier("ddpm", setting.t_star, 0, setting.gradient)
     res["table2"], adv_aligned, adv_eot = _table2(setting, done)
     with timer("table4"):
@@ -311,7 +313,7 @@ def run_experiments(setting: Setting, timer: _Timer, n_procs: int = 1, args: Any
     return res
 
 
-def run_imagenet_experiments(setting: Setting, timer: _Timer) -> dict[str, Any]:
+def run_imagenet_experiments(setting: Setting, timer: _Timer, store: Any = None) -> dict[str, Any]:
     """Table 3 (BPDA and BPDA-EOT with and without fixed randomness) and Table S2 (distances along DiffPure)."""
     from art_diffpure import metrics
 
@@ -320,15 +322,25 @@ def run_imagenet_experiments(setting: Setting, timer: _Timer) -> dict[str, Any]:
     purifier = setting.make_purifier("ddpm", setting.t_star, 0, setting.gradient)
     table3: dict[str, Any] = {"aligned": [], "stochastic": []}
     adv: dict[str, np.ndarray] = {}
+
+    def unit(name: str, compute):  # one attack: loaded from the store when a previous run finished it
+        found = store.load(name) if store is not None else None
+        if found is not None:
+            timer.times[name] = found[1]
+            return found[0]
+        with timer(name):
+            result = compute()
+        if store is not None:
+            store.save(name, result, timer.times[name])
+        return result
+
     for seed in s.seeds:
         for mode in ("aligned", "stochastic"):
-            with timer(f"table3 {mode} seed {seed}"):
-                report, x_adv = _run_attack(setting, purifier, mode, seed, x, y)
-                table3[mode].append(report)
-                adv.setdefault(mode, x_adv)
-    with timer("table3 eot"):
-        table3["eot_stochastic"], adv["eot"] = _run_attack(setting, purifier, "stochastic", s.seeds[0],
-                                                           x[: s.eot_images], y[: s.eot_images], eot=s.eot_samples)
+            report, x_adv = unit(f"table3 {mode} seed {seed}", lambda: _run_attack(setting, purifier, mode, seed, x, y))
+            table3[mode].append(report)
+            adv.setdefault(mode, x_adv)
+    table3["eot_stochastic"], adv["eot"] = unit("table3 eot", lambda: _run_attack(
+        setting, purifier, "stochastic", s.seeds[0], x[: s.eot_images], y[: s.eot_images], eot=s.eot_samples))
     res["table3"] = table3
     with timer("tableS2"):
         res["tableS2"] = {

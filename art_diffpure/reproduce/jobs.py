@@ -294,17 +294,38 @@ def cpu_threads(args: Any) -> int:
     return int(getattr(args, "threads", None) or 1)
 
 
-def _run_jobs(setting: Setting, jobs: list[Job], n_procs: int, args: Any, timer: _Timer) -> dict[str, Any]:
-    """Results of ``jobs`` by name: in this process (``n_procs <= 1``) or in ``n_procs`` spawned processes."""
+def _run_jobs(setting: Setting, jobs: list[Job], n_procs: int, args: Any, timer: _Timer,
+              store: Any = None) -> dict[str, Any]:
+    """
+    Results of ``jobs`` by name: in this process (``n_procs <= 1``) or in ``n_procs`` spawned processes. With a
+    :class:`~art_diffpure.reproduce.store.RunStore`, jobs it holds are loaded, not rerun, and each finished job is
+    saved as soon as it is done (so an interruption loses at most the jobs in flight).
+    """
     from tqdm.auto import tqdm
 
     out: dict[str, Any] = {}
-    bar = tqdm(total=len(jobs), desc="Experiments", disable=not setting.verbose)
+    if store is not None:
+        for name, _, _ in jobs:
+            found = store.load(name)
+            if found is not None:
+                out[name], timer.times[name] = found
+        if out:
+            logger.warning("resuming: %d of %d experiments found in %s, %d to run", len(out), len(jobs),
+                           store.parts_dir, len(jobs) - len(out))
+    todo = [job for job in jobs if job[0] not in out]
+
+    def finished(name: str, result: Any, seconds: float) -> None:
+        out[name], timer.times[name] = result, seconds
+        if store is not None:
+            store.save(name, result, seconds)
+        bar.update()
+
+    bar = tqdm(total=len(jobs), initial=len(out), desc="Experiments", disable=not setting.verbose)
     if n_procs <= 1 or args is None:
-        for name, kind, kw in jobs:
-            with timer(name):
-                out[name] = _run_job(setting, kind, kw)
-            bar.update()
+        for name, kind, kw in todo:
+            t0 = time.perf_counter()
+            result = _run_job(setting, kind, kw)
+            finished(name, result, time.perf_counter() - t0)
     else:
         import concurrent.futures
         import multiprocessing
@@ -312,14 +333,13 @@ def _run_jobs(setting: Setting, jobs: list[Job], n_procs: int, args: Any, timer:
         import torch
 
         threads = cpu_threads(args) if setting.device == "cpu" else max(1, torch.get_num_threads() // n_procs)
-        logger.info("%d experiments in %d processes of %d thread(s)", len(jobs), n_procs, threads)
+        logger.info("%d experiments in %d processes of %d thread(s)", len(todo), n_procs, threads)
         with concurrent.futures.ProcessPoolExecutor(n_procs, mp_context=multiprocessing.get_context("spawn"),
                                                     initializer=_worker_init, initargs=(args, threads)) as pool:
-            for future in concurrent.futures.as_completed([pool.submit(_worker_run, job) for job in jobs]):
+            for future in concurrent.futures.as_completed([pool.submit(_worker_run, job) for job in todo]):
                 name, result, seconds = future.result()
-                out[name], timer.times[name] = result, seconds
+                finished(name, result, seconds)
                 logger.info("%s done (%.0f s)", name, seconds)
-                bar.update()
     bar.close()
     return out
 

@@ -14,11 +14,15 @@ from art_diffpure._utils import to_jsonable
 to_plain = to_jsonable
 
 
+def json_text(results: dict) -> str:
+    """``results`` as sorted, indented JSON text (so two identical runs give identical files)."""
+    return json.dumps(to_plain(results), indent=1, sort_keys=True) + "\n"
+
+
 def write_json(path: str, results: dict) -> None:
-    """Write ``results`` as sorted, indented JSON (so two identical runs give identical files)."""
+    """Write ``results`` as :func:`json_text`."""
     with open(path, "w") as handle:
-        json.dump(to_plain(results), handle, indent=1, sort_keys=True)
-        handle.write("\n")
+        handle.write(json_text(results))
 
 
 def fmt(value: Any, digits: int = 3, percent: bool = False) -> str:

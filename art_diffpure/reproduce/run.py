@@ -4,17 +4,23 @@ The only part of ``art-diffpure reproduce`` that writes files or prints: :func:`
 """
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 import logging
 import os
 import time
 from typing import Any
+
+import numpy as np
 
 from art_diffpure.reproduce import render as rp
 from art_diffpure.reproduce.experiments import run_experiments, run_imagenet_experiments
 from art_diffpure.reproduce.figures import figures
 from art_diffpure.reproduce.jobs import _Timer, cpu_threads, n_processes
 from art_diffpure.reproduce.markdown import imagenet_markdown, markdown
-from art_diffpure.reproduce.presets import build_setting
+from art_diffpure.reproduce.presets import Setting, build_setting
+from art_diffpure.reproduce.store import RunStore, atomic_write
 
 __all__ = ["run_preset", "write_report"]
 
@@ -35,9 +41,8 @@ def _strip_timings(obj: Any, path: str, sink: dict) -> Any:
 
 
 def write_report(results: dict[str, Any], timings: dict[str, float], out: str) -> None:
-    """report.md, results.json, timings.json and the figures."""
+    """The figures, report.md, timings.json and, last and atomically, results.json (its presence means done)."""
     os.makedirs(out, exist_ok=True)
-    rp.write_json(os.path.join(out, "results.json"), results)
     rp.write_json(os.path.join(out, "timings.json"), timings)
     if results["setting"]["preset"] == "imagenet":
         text = imagenet_markdown(results, timings)
@@ -45,13 +50,42 @@ def write_report(results: dict[str, Any], timings: dict[str, float], out: str) -
         text = markdown(results, timings, figures(results, out))
     with open(os.path.join(out, "report.md"), "w") as handle:
         handle.write(text)
+    atomic_write(os.path.join(out, "results.json"), rp.json_text(results).encode())
+
+
+def run_identity(setting: Setting, args: Any) -> dict[str, Any]:
+    """Everything that decides a run's results (not ``--jobs``, ``--threads``, ``--out``): its fingerprint."""
+    import art
+    import diffusers
+    import torch
+
+    import art_diffpure
+
+    data = hashlib.sha256(np.ascontiguousarray(setting.x).tobytes() + np.ascontiguousarray(setting.y).tobytes())
+    return {"preset": setting.name, "quick": bool(getattr(args, "quick", False)), "device": setting.device,
+            "eps": setting.eps, "t_star": setting.t_star, "gradient": setting.gradient,
+            "sizes": dataclasses.asdict(setting.sizes), "data_sha256": data.hexdigest(),
+            "model_dir": getattr(args, "model_dir", None), "diffusion": getattr(args, "diffusion", None),
+            "versions": {"art_diffpure": art_diffpure.__version__, "torch": torch.__version__,
+                         "art": art.__version__, "diffusers": diffusers.__version__}}
 
 
 def run_preset(args) -> dict[str, Any]:
-    """Build the preset's setting, run it, write the report; returns the results."""
+    """
+    Build the preset's setting, run it (resuming what ``args.out`` already holds from the same settings), write
+    the report; returns the results. A finished report with the same settings is returned, not recomputed; one
+    with other settings raises :class:`~art_diffpure.reproduce.store.RunMismatch` unless ``args.force``.
+    """
     import torch
 
     setting = build_setting(args)
+    store = RunStore(args.out, run_identity(setting, args), force=bool(getattr(args, "force", False)),
+                     command="art-diffpure reproduce")
+    if store.report_finished():
+        print(f"{os.path.join(args.out, 'report.md')} is already finished with these settings; nothing to do "
+              f"(--force reruns it)")
+        with open(os.path.join(args.out, "results.json")) as handle:
+            return json.load(handle)
     if setting.device == "cpu":
         torch.set_num_threads(cpu_threads(args))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
@@ -59,10 +93,10 @@ def run_preset(args) -> dict[str, Any]:
     timer = _Timer()
     t0 = time.perf_counter()
     if setting.name == "imagenet":
-        results = run_imagenet_experiments(setting, timer)
+        results = run_imagenet_experiments(setting, timer, store)
     else:
         n_procs = n_processes(args, setting)
-        results = run_experiments(setting, timer, n_procs, args)
+        results = run_experiments(setting, timer, n_procs, args, store)
         timer.times["processes"] = n_procs
     timings = {k: v for k, v in timer.times.items()}
     results = _strip_timings(results, "results", timings)

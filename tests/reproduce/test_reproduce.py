@@ -1,8 +1,10 @@
 """`art-diffpure reproduce`: the quick digits run writes a complete report, reproducibly."""
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -23,16 +25,62 @@ def _run(*args, timeout=900):
 QUICK = ("reproduce", "--quick", "--n-images", "8")
 
 
+def _start(args, log, **env):
+    """The CLI in its own process group (its pool workers die with it when the test kills the group)."""
+    return subprocess.Popen([sys.executable, "-m", "art_diffpure.cli", *args], stdout=log, stderr=log,
+                            env=dict(os.environ, HF_HUB_OFFLINE="1", **env), start_new_session=True)
+
+
+def _kill_group(proc):
+    try:  # the pool workers outlive a killed main process otherwise
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait(timeout=60)
+
+
+def _parts(out):
+    return sorted(p.name for p in (out / "parts").glob("*.pkl")) if (out / "parts").exists() else []
+
+
+def _interrupted_run(out):
+    """
+    The quick run killed with SIGKILL twice, then resumed to the end: (1) halfway through writing the third file
+    of the run (the manifest and one experiment are on disk, the second experiment's file is half written), (2) in
+    the middle of the experiments, three more experiments after the restart. Returns the last resume's stderr.
+    """
+    from art_diffpure.reproduce.store import KILL_DURING_WRITE_ENV
+
+    cmd = (*QUICK, "--out", str(out), "--no-progress")
+    log = open(out.parent / f"{out.name}-killed.log", "w")
+    proc = _start(cmd, log, **{KILL_DURING_WRITE_ENV: "3"})
+    proc.wait(timeout=900)
+    _kill_group(proc)
+    assert proc.returncode == -signal.SIGKILL, (out.parent / f"{out.name}-killed.log").read_text()[-4000:]
+    assert len(_parts(out)) == 1 and list((out / "parts").glob("*.tmp*")), "killed while writing the second part"
+    proc = _start(cmd, log)
+    deadline = time.time() + 900
+    while len(_parts(out)) < 4 and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    _kill_group(proc)
+    log.close()
+    assert proc.returncode == -signal.SIGKILL and not (out / "results.json").exists()
+    resumed = _run(*cmd)
+    assert resumed.returncode == 0, resumed.stderr[-4000:]
+    assert not list((out / "parts").glob("*.tmp*"))
+    return resumed.stderr
+
+
 @pytest.fixture(scope="module")
 def two_quick_runs(tmp_path_factory):
-    outs = []
-    for k in range(2):
-        out = tmp_path_factory.mktemp(f"quick{k}")
-        proc = _run(*QUICK, "--out", str(out), "--no-progress")
-        assert proc.returncode == 0, proc.stderr[-4000:]
-        (out / "stderr.txt").write_text(proc.stderr)
-        outs.append(out)
-    return outs
+    """Two quick runs with the same arguments: one uninterrupted, one killed twice and resumed."""
+    first = tmp_path_factory.mktemp("quick0")
+    proc = _run(*QUICK, "--out", str(first), "--no-progress")
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    (first / "stderr.txt").write_text(proc.stderr)
+    second = tmp_path_factory.mktemp("quick1")
+    (second / "resume-stderr.txt").write_text(_interrupted_run(second))
+    return [first, second]
 
 
 def test_quick_report_is_complete(two_quick_runs):
@@ -107,8 +155,30 @@ def test_quick_report_has_intervals_comparisons_and_verdicts(two_quick_runs):
 
 
 def test_quick_runs_are_identical(two_quick_runs):
+    """Also after two SIGKILLs and a resume (the second run): byte-identical results.json."""
     a, b = ((o / "results.json").read_text() for o in two_quick_runs)
     assert a == b
+    assert "resuming:" in (two_quick_runs[1] / "resume-stderr.txt").read_text()
+
+
+def test_rerun_keeps_a_finished_report_and_refuses_other_settings(two_quick_runs):
+    out = two_quick_runs[1]
+    before = (out / "results.json").stat().st_mtime_ns
+    same = _run(*QUICK, "--out", str(out), "--no-progress")
+    assert same.returncode == 0 and "already finished" in same.stdout
+    other = _run(*QUICK, "--seeds", "7", "--out", str(out), "--no-progress")
+    assert other.returncode == 2 and "--force" in other.stderr and "seeds" in other.stderr
+    assert "Traceback" not in other.stderr
+    assert (out / "results.json").stat().st_mtime_ns == before
+
+
+@pytest.mark.parametrize("args, message", [(("--n-images", "0"), "--n-images: 0 is below 1"),
+                                           (("--seeds", "-1"), "--seeds: -1 is below 0"),
+                                           (("--jobs", "x"), "not an integer")])
+def test_bad_arguments_fail_before_any_work(args, message, tmp_path):
+    proc = _run("reproduce", "--quick", *args, "--out", str(tmp_path / "r"), timeout=60)
+    assert proc.returncode == 2 and message in proc.stderr
+    assert not (tmp_path / "r").exists()
 
 
 def _leaves(obj, path=""):

@@ -1,0 +1,160 @@
+"""
+A run's output directory as a store of finished units of work, so that a long run survives interruption.
+
+Every finished unit (an experiment of ``reproduce``, a batch of samples of ``evaluate``, an attack of ``masking``)
+is written atomically (temporary file, fsync, rename) with the fingerprint of the settings that produced it. A
+rerun of the same command finds the units, skips them and assembles the same results; a rerun with other
+settings is refused (:class:`RunMismatch`) instead of mixing old and new results. Units are pickled: numpy
+arrays and floats come back bit-identical, so a resumed run writes the same ``results.json`` as an uninterrupted
+one.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pickle
+import re
+import shutil
+import signal
+from typing import Any
+
+__all__ = ["RunMismatch", "RunStore", "atomic_write", "fingerprint"]
+
+MANIFEST = "run.json"
+PARTS = "parts"
+#: Fault injection for the kill/resume tests: ``"<k>"`` kills this process (SIGKILL) halfway through writing the
+#: k-th unit of the run, after half of its bytes reached the temporary file and before the rename.
+KILL_DURING_WRITE_ENV = "ART_DIFFPURE_KILL_DURING_WRITE"
+
+
+class RunMismatch(RuntimeError):
+    """The output directory holds a run made with other settings (or not by this tool)."""
+
+
+def fingerprint(settings: Any) -> str:
+    """A short hash of JSON-able ``settings`` (sorted keys), the identity of a run's results."""
+    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+_WRITES = [0]
+
+
+def atomic_write(path: str, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that a reader (or a crash) sees the old file or the new one, never a part."""
+    tmp = f"{path}.tmp{os.getpid()}"
+    _WRITES[0] += 1
+    kill_at = os.environ.get(KILL_DURING_WRITE_ENV)
+    with open(tmp, "wb") as handle:
+        if kill_at and int(kill_at) == _WRITES[0]:
+            handle.write(data[: len(data) // 2])
+            handle.flush()
+            os.kill(os.getpid(), signal.SIGKILL)
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+    try:  # the rename itself is durable only once the directory is synced
+        fd = os.open(os.path.dirname(path) or ".", os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError:  # pragma: no cover - platforms without directory fsync
+        pass
+
+
+def _flat(obj: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(obj, dict):
+        return {k: v for key, value in obj.items() for k, v in _flat(value, f"{prefix}{key}.").items()}
+    return {prefix[:-1]: obj}
+
+
+def _changes(old: dict[str, Any], new: dict[str, Any], most: int = 4) -> str:
+    """``key: old -> new`` for the settings that differ (leaves of nested settings, the first ``most``)."""
+    a, b = _flat(old), _flat(json.loads(json.dumps(new, default=str)))
+    keys = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+    text = ", ".join(f"{k}: {a.get(k)} -> {b.get(k)}" for k in keys[:most])
+    return (text + (f" and {len(keys) - most} more" if len(keys) > most else "")) or "unknown"
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.=-]+", "_", name).strip("_") or "unit"
+
+
+class RunStore:
+    """
+    The finished units of one run in ``<out>/parts/``, under ``<out>/run.json`` (the settings and fingerprint).
+
+    :param out: the output directory.
+    :param settings: everything that decides the results (JSON-able); its hash is the run's fingerprint.
+    :param force: discard what ``out`` holds (parts, manifest, report files) and start fresh.
+    :param command: how the user reruns or restarts, for messages (e.g. ``"art-diffpure reproduce"``).
+    """
+
+    def __init__(self, out: str, settings: dict[str, Any], force: bool = False, command: str = "the command"):
+        self.out, self.settings, self.command = out, settings, command
+        self.fingerprint = fingerprint(settings)
+        self.parts_dir = os.path.join(out, PARTS)
+        manifest = os.path.join(out, MANIFEST)
+        if force and os.path.isdir(out):
+            shutil.rmtree(self.parts_dir, ignore_errors=True)
+            for name in (MANIFEST, "results.json", "report.md", "timings.json"):
+                if os.path.exists(os.path.join(out, name)):
+                    os.remove(os.path.join(out, name))
+        if os.path.exists(manifest):
+            with open(manifest) as handle:
+                saved = json.load(handle)
+            if saved.get("fingerprint") != self.fingerprint:
+                raise RunMismatch(
+                    f"{out} holds a run made with other settings (changed: {_changes(saved.get('settings', {}), settings)}); "
+                    f"its results are not mixed with this run's. Rerun with --force to discard it, or choose "
+                    f"another --out.")
+        elif os.path.isdir(out) and any(os.path.exists(os.path.join(out, n)) for n in ("results.json", PARTS)):
+            raise RunMismatch(f"{out} holds results that {command} did not record (no {MANIFEST}); rerun with "
+                              f"--force to discard them, or choose another --out.")
+        os.makedirs(self.parts_dir, exist_ok=True)
+        for name in os.listdir(self.parts_dir):  # temporary files of a write that was interrupted
+            if ".tmp" in name:
+                os.remove(os.path.join(self.parts_dir, name))
+        if not os.path.exists(manifest):
+            atomic_write(manifest, json.dumps({"fingerprint": self.fingerprint, "settings": settings},
+                                              indent=1, sort_keys=True, default=str).encode())
+
+    def _path(self, name: str) -> str:
+        return os.path.join(self.parts_dir, _slug(name) + ".pkl")
+
+    def finished(self) -> list[str]:
+        """Names of the units already on disk (for this fingerprint)."""
+        out = []
+        for file in sorted(os.listdir(self.parts_dir)):
+            if file.endswith(".pkl"):
+                unit = self._read(os.path.join(self.parts_dir, file))
+                if unit is not None:
+                    out.append(unit["name"])
+        return out
+
+    def _read(self, path: str) -> dict[str, Any] | None:
+        try:
+            with open(path, "rb") as handle:
+                unit = pickle.load(handle)
+        except FileNotFoundError:
+            return None
+        if unit.get("fingerprint") != self.fingerprint:
+            raise RunMismatch(f"{path} was made with other settings; rerun with --force or choose another --out.")
+        return unit
+
+    def load(self, name: str) -> tuple[Any, float] | None:
+        """``(result, seconds)`` of a finished unit, or None."""
+        unit = self._read(self._path(name))
+        return None if unit is None else (unit["result"], unit["seconds"])
+
+    def save(self, name: str, result: Any, seconds: float) -> None:
+        """Record a finished unit atomically."""
+        blob = pickle.dumps({"fingerprint": self.fingerprint, "name": name, "result": result, "seconds": seconds},
+                            protocol=4)
+        atomic_write(self._path(name), blob)
+
+    def report_finished(self) -> bool:
+        """Whether ``results.json`` of this run is already written (the run is complete)."""
+        return os.path.exists(os.path.join(self.out, "results.json"))
