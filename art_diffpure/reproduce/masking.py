@@ -25,6 +25,9 @@ from art_diffpure.randomness import numpy_seeded as seeded_numpy
 PGD_ITERATIONS = (10, 40, 100, 200)
 REFERENCE_ITERATIONS = 40
 REL_STEP = 1 / 30  # the paper's PGD step (Table S1), eps / 30 whatever the iteration count
+# AutoAttack rand as DiffPure's own evaluation ran it: APGD-CE + APGD-DLR, 100 iterations each, EOT over 20 draws,
+# against the stochastic defence (one fresh test draw). The costliest attack (~100x PGD-40), so it runs last.
+AUTOATTACK_RAND_EOT = 20
 
 
 def _atomic_json(path: str, obj: Any) -> None:
@@ -41,7 +44,8 @@ def attack_plan(eps: float, square_queries: int, restarts: int) -> list[tuple[st
     plan = [("transfer", dict(max_iter=40)), ("bpda", dict(max_iter=40))]
     plan += [(f"pgd{k}", dict(max_iter=k)) for k in PGD_ITERATIONS]
     plan += [("large_eps", dict(max_iter=40, eps=1.0)), (f"restarts{restarts}", dict(max_iter=40, restarts=restarts)),
-             ("apgd_ce_dlr", dict(max_iter=100)), (f"square{square_queries}", dict(queries=square_queries))]
+             ("apgd_ce_dlr", dict(max_iter=100)), (f"square{square_queries}", dict(queries=square_queries)),
+             (f"autoattack_rand_eot{AUTOATTACK_RAND_EOT}", dict(max_iter=100, eot=AUTOATTACK_RAND_EOT))]
     return [(name, dict(kw, eps=kw.get("eps", eps))) for name, kw in plan]
 
 
@@ -73,6 +77,16 @@ def run_attack(name: str, kw: dict[str, Any], make: Callable[[str], Any], x: np.
         return run_pgd(classifier, x, y, eps, "aligned", attack_factory=lambda est: SquareAttack(
             est, norm=np.inf, eps=eps, max_iter=int(kw["queries"]), nb_restarts=1, batch_size=batch_size,
             verbose=False), **common)
+    if name.startswith("autoattack_rand"):
+        from art_diffpure.purifier import find_purifier
+
+        attack = RandomnessAlignedAttack.from_protocol(classifier, "autoattack_rand", eps=eps, max_iter=kw["max_iter"],
+                                                       eot_samples=kw["eot"], randomness="stochastic",
+                                                       batch_size=batch_size)
+        find_purifier(classifier, required=True).reseed_fresh(0)
+        with seeded_numpy(0):
+            report = attack.evaluate(x, y)
+        return {k: report[k] for k in ("robust_accuracy", "success", "adv_correct")}
     if name == "apgd_ce_dlr":
         attack = RandomnessAlignedAttack.from_protocol(classifier, "autoattack_rand", eps=eps, max_iter=kw["max_iter"],
                                                        eot_samples=1, randomness="aligned", batch_size=batch_size)
@@ -91,6 +105,8 @@ def checks_for(parts: dict[str, dict[str, Any]], nb_classes: int, square_queries
     out += gm.check_iterations(PGD_ITERATIONS, [s[f"pgd{k}"] for k in PGD_ITERATIONS], REFERENCE_ITERATIONS)
     out += [gm.check_restarts(ref, s[f"restarts{restarts}"], restarts), gm.check_bpda(ref, s["bpda"]),
             gm.check_transfer(ref, s["transfer"]), gm.check_stronger_attack(ref, s["apgd_ce_dlr"], "apgd_ce_dlr"),
+            gm.check_stronger_attack(ref, s[f"autoattack_rand_eot{AUTOATTACK_RAND_EOT}"],
+                                     f"autoattack_rand_eot{AUTOATTACK_RAND_EOT}_stochastic"),
             gm.check_large_eps(1.0, parts["large_eps"]["robust_accuracy"], nb_classes)]
     return out
 

@@ -176,8 +176,9 @@ def test_full_strength_run_resumes_and_reports(tmp_path, monkeypatch):
     first = masking_report.run(str(tmp_path), **kwargs)
     names = {c["name"] for c in first["samplers"]["ddpm"]["checks"]}
     assert names == {"gradient_free_attack", "pgd_converged", "iterations_plateau", "restarts", "bpda_vs_full",
-                     "transfer_from_undefended", "stronger_attack_apgd_ce_dlr", "large_eps"}
-    assert len(os.listdir(tmp_path / "parts")) == 10
+                     "transfer_from_undefended", "stronger_attack_apgd_ce_dlr", "large_eps",
+                     "stronger_attack_autoattack_rand_eot20_stochastic"}
+    assert len(os.listdir(tmp_path / "parts")) == 11
     calls = []
     monkeypatch.setattr(masking_report, "run_attack", lambda *a, **k: calls.append(a) or {})
     again = masking_report.run(str(tmp_path), **kwargs)  # every part found: nothing is attacked again
