@@ -26,8 +26,10 @@ import numpy as np
 from art.defences.preprocessor.preprocessor import PreprocessorPyTorch
 from tqdm.auto import tqdm
 
-from art_diffpure import checkpointing, samplers
-from art_diffpure.randomness import RandomnessControl, RandomnessEscapeError, active_controls, aligned_noise
+from art_diffpure import checkpointing, determinism, hub, samplers
+from art_diffpure.randomness import (
+    RandomnessControl, RandomnessEscapeError, StepNoise, active_controls, aligned_noise,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -37,8 +39,11 @@ logger = logging.getLogger(__name__)
 SAMPLERS = ("ddpm", "reverse", "ddim")
 GRADIENTS = ("full", "bpda")
 FORWARD_NOISING = ("one_shot", "multistep")
-#: Bytes of aligned noise kept cached (an attack revisits its batch, or K EOT configurations of it).
+#: Bytes of aligned noise kept cached at least (an attack revisits its batch, or K EOT configurations of it). The
+#: cache lives in host memory (the device gets one step at a time); it may grow to a quarter of the available host
+#: memory, up to :data:`NOISE_CACHE_MAX_BYTES`, so that a call of several internal batches stays cached.
 NOISE_CACHE_BYTES = 1 << 30
+NOISE_CACHE_MAX_BYTES = 8 << 30
 
 
 class DiffusionPurifier(PreprocessorPyTorch):
@@ -57,6 +62,11 @@ class DiffusionPurifier(PreprocessorPyTorch):
 
     Timesteps use diffusers' indexing: ``t_star=100`` noises to timestep index 99 and runs the
     reverse steps 99, ..., 0 (DiffPure's t* = 0.1 on a 1000-step model).
+
+    Devices and precision: the purifier runs on its own device (ART's ``device_type``: ``cuda:<current device>``
+    or the CPU); inputs from another device are copied there and back, with a warning on the first call. The chain
+    state, the noise and the noising coefficients are float32 (float64 for a float64 model) whatever the UNet's
+    precision: with float16/bfloat16 weights or under autocast only the UNet's input and output are cast.
     """
 
     params = [
@@ -72,6 +82,7 @@ class DiffusionPurifier(PreprocessorPyTorch):
         "forward_noising",
         "ddim_steps",
         "strict",
+        "deterministic",
         "verbose",
     ]
 
@@ -93,6 +104,7 @@ class DiffusionPurifier(PreprocessorPyTorch):
         checkpoint_budget_bytes: int | None = None,
         device_type: str = "gpu",
         strict: bool = False,
+        deterministic: bool = False,
         apply_fit: bool = False,
         apply_predict: bool = True,
         verbose: bool = False,
@@ -127,6 +139,15 @@ class DiffusionPurifier(PreprocessorPyTorch):
         :param device_type: ``"gpu"`` or ``"cpu"`` (ART convention).
         :param strict: ``True`` raises on inputs outside ``clip_values``; ``False`` (default) clamps them into the
             range first, as ART's own preprocessors do (several ART attacks query points slightly outside the box).
+        :param deterministic: ``True`` runs every call (its forward pass, and the backward pass through it) with
+            TF32 off in cuBLAS and cuDNN, ``cudnn.deterministic``, no cuDNN benchmarking and
+            ``torch.use_deterministic_algorithms(True, warn_only=True)`` (an op without a deterministic kernel
+            warns instead of raising), sets ``CUBLAS_WORKSPACE_CONFIG=:4096:8`` if unset (it is read when cuBLAS
+            starts: set it before the first CUDA call for it to take effect), and restores the global flags
+            afterwards (the backward pass restores them when it has gone through the purifier). Repeated GPU
+            runs are then bit-identical, at some speed; CPU runs are deterministic either way. The classifier
+            around the purifier is not covered (set the flags for it yourself), and the flags are process-wide:
+            do not run other CUDA work concurrently in other threads.
         :param apply_fit: apply during training (default ``False``).
         :param apply_predict: apply during prediction (default ``True``).
         :param verbose: show progress bars.
@@ -147,8 +168,11 @@ class DiffusionPurifier(PreprocessorPyTorch):
         self.forward_noising = forward_noising
         self.ddim_steps = ddim_steps
         self.strict = strict
+        self.deterministic = deterministic
         self.verbose = verbose
         self._check_params()
+        if deterministic:
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", determinism.CUBLAS_DETERMINISTIC_WORKSPACE)
 
         self._init_state(generator_seed)
 
@@ -157,6 +181,14 @@ class DiffusionPurifier(PreprocessorPyTorch):
         import torch
 
         if isinstance(self.model, torch.nn.Module):
+            where = next((p.device for p in self.model.parameters()), None)
+            if where is not None and where.type == "cuda" and where != self.device:
+                # ART's idiom: the estimator places its model on its own device. Say so when that undoes the
+                # caller's choice of GPU (ART picks cuda:<current device>).
+                logger.warning("DiffusionPurifier moves its model from %s to %s (its device: the current CUDA "
+                               "device for device_type='gpu', else the CPU); to keep it on %s, call "
+                               "torch.cuda.set_device(%s) before building the purifier", where, self.device, where,
+                               where.index)
             # Attacks need input gradients only: frozen weights save the parameter-gradient work.
             self.model.to(self.device).eval().requires_grad_(False)
         # A generator of our own for seed=None: never draws from torch's global RNG.
@@ -164,11 +196,16 @@ class DiffusionPurifier(PreprocessorPyTorch):
         self.reseed_fresh(generator_seed)
         self._context: tuple[Any, Any] | None = None  # (seeds, sample_ids) fixed by randomness()
         self._control: RandomnessControl | None = None  # installed by an attack for its whole length
-        self._noise_cache: OrderedDict = OrderedDict()
-        # Step coefficients are read from a CPU copy: diffusers' add_noise moves alphas_cumprod to the device,
-        # after which every float() of a coefficient would be a host-device synchronisation.
+        self._noise_cache: OrderedDict = OrderedDict()  # key -> (host noise, the call that last used it)
+        self._noise_call: tuple[int, int] = (0, 0)  # (call counter, first row of the internal batch) in flight
+        self._warned_device = False
+        # The chain reads its coefficients from a CPU copy and never calls the user's scheduler: diffusers'
+        # add_noise moves alphas_cumprod to the device (a scheduler shared by a CPU and a GPU purifier would then
+        # move back and forth), and a float() of a device coefficient is a host-device synchronisation.
         self._cpu_scheduler = copy.deepcopy(self.scheduler)
-        self._cpu_scheduler.alphas_cumprod = self._cpu_scheduler.alphas_cumprod.cpu()
+        for name in ("alphas_cumprod", "betas", "alphas"):
+            if isinstance(getattr(self._cpu_scheduler, name, None), torch.Tensor):
+                setattr(self._cpu_scheduler, name, getattr(self._cpu_scheduler, name).cpu())
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -180,12 +217,23 @@ class DiffusionPurifier(PreprocessorPyTorch):
         """
         from diffusers import DDPMScheduler, UNet2DModel
 
+        local = os.path.isdir(name_or_path)
+        if not local and hub.offline() and not hub.in_cache(name_or_path, subfolder):
+            raise OSError(hub.unavailable_message(name_or_path, "HF_HUB_OFFLINE is set"))
+
         def load(loader, sub):
             # google/ddpm-* keep both at the top level; pipelines keep them in subfolders.
             try:
                 return loader.from_pretrained(name_or_path, subfolder=sub)
-            except (OSError, EnvironmentError, ValueError):
-                return loader.from_pretrained(name_or_path, subfolder=subfolder)
+            except (OSError, ValueError):
+                try:
+                    return loader.from_pretrained(name_or_path, subfolder=subfolder)
+                except (OSError, ValueError) as err:
+                    # diffusers' own message ("does not appear to have a file named config.json") hides that
+                    # nothing was found at all.
+                    if not local and not hub.in_cache(name_or_path, subfolder):
+                        raise OSError(hub.unavailable_message(name_or_path, f"loading it failed: {err}")) from err
+                    raise
 
         unet = load(UNet2DModel, "unet")
         scheduler = load(DDPMScheduler, "scheduler")
@@ -239,27 +287,56 @@ class DiffusionPurifier(PreprocessorPyTorch):
         return seeds.tolist(), ids.tolist()
 
     def _noise(self, rows: tuple[list[int], list[int]] | None, n: int, steps: list[int], shape, reverse: bool,
-               like: "torch.Tensor"):
+               like: "torch.Tensor") -> "StepNoise":
         """
-        Noise ``(len(steps), n, *shape)`` on ``like``'s device and dtype. Aligned noise does not depend on x:
-        it is drawn once per batch and cached on the device, so attack iterations reuse it.
+        The noise ``(len(steps), n, *shape)`` of one internal batch, handed out one step at a time on ``like``'s
+        device and dtype (see :class:`StepNoise`). Aligned noise does not depend on x: it is drawn once per
+        batch and cached in host memory (pinned for a CUDA chain), so attack iterations reuse it and the device
+        holds one step of it at a time. Fresh noise on the CPU is one draw from the purifier's generator; on a
+        GPU it is drawn there, step by step, from a seed the purifier's generator gives each chain.
         """
         import torch
 
         if rows is None:
-            return torch.randn((len(steps), n, *shape), generator=self._fresh_generator).to(like.device, like.dtype)
-        key = (tuple(rows[0]), tuple(rows[1]), tuple(steps), tuple(shape), reverse, like.device, like.dtype)
-        if key in self._noise_cache:
+            if like.device.type == "cpu":
+                host = torch.randn((len(steps), n, *shape), generator=self._fresh_generator)
+                return StepNoise(like.device, like.dtype, host=host)
+            seed = int(torch.randint(0, 2**62, (1,), generator=self._fresh_generator))
+            return StepNoise(like.device, like.dtype, seed=seed, shape=(n, *shape))
+        key = (tuple(rows[0]), tuple(rows[1]), tuple(steps), tuple(shape), reverse)
+        entry = self._noise_cache.get(key)
+        if entry is not None:
+            self._noise_cache[key] = (entry[0], self._noise_call)
             self._noise_cache.move_to_end(key)
-            return self._noise_cache[key]
-        noise = aligned_noise(rows[0], rows[1], steps, shape, reverse).to(like.device, like.dtype)
-        self._noise_cache[key] = noise
-        def cached_bytes():
-            return sum(v.numel() * v.element_size() for v in self._noise_cache.values())
+            return StepNoise(like.device, like.dtype, host=entry[0])
+        host = aligned_noise(rows[0], rows[1], steps, shape, reverse)
+        if like.device.type == "cuda":
+            host = host.pin_memory()  # asynchronous per-step copies
+        self._cache_noise(key, host)
+        return StepNoise(like.device, like.dtype, host=host)
 
-        while len(self._noise_cache) > 2 and cached_bytes() > NOISE_CACHE_BYTES:  # keep the latest batch's pair
-            self._noise_cache.popitem(last=False)
-        return noise
+    def _cache_noise(self, key: tuple, host: "torch.Tensor") -> None:
+        """
+        Cache ``host`` within :func:`noise_cache_budget`. An attack's next call asks for the same internal batches
+        in the same order, so an LRU cache smaller than one call would evict exactly the batch needed next and
+        redraw everything on every iteration. Hence: evict what earlier calls used (oldest first), never what
+        this call already used; admit the new entry if it fits, or if it belongs to the call's first internal
+        batch (one batch, e.g. a single-batch attack, stays cached whatever its size). The batches that do not
+        fit are redrawn on every call; the others are drawn once.
+        """
+        budget = noise_cache_budget()
+        size = host.numel() * host.element_size()
+        total = sum(v.numel() * v.element_size() for v, _ in self._noise_cache.values())
+        call = self._noise_call[0]
+        for old in list(self._noise_cache):
+            if total + size <= budget:
+                break
+            tensor, (used_in, _) = self._noise_cache[old]
+            if used_in != call:
+                del self._noise_cache[old]
+                total -= tensor.numel() * tensor.element_size()
+        if total + size <= budget or self._noise_call[1] == 0:
+            self._noise_cache[key] = (host, self._noise_call)
 
     # ------------------------------------------------------------------ public API
     def purify(
@@ -306,7 +383,7 @@ class DiffusionPurifier(PreprocessorPyTorch):
         """
         import torch
 
-        out_dtype = self._model_dtype(x) if x.dtype == torch.float64 else x.dtype
+        out_dtype = self._chain_dtype(x) if x.dtype == torch.float64 else x.dtype
         seeds, ids, fresh = self._call_randomness(x, gradient=torch.is_grad_enabled() and x.requires_grad,
                                                   has_labels=y is not None)
         if ids is not None and len(ids) > len(x):  # EOT expansion, copy-major
@@ -378,6 +455,8 @@ class DiffusionPurifier(PreprocessorPyTorch):
 
         generator = torch.Generator(device="cpu")
         generator.set_state(state["_fresh_generator"])
+        # Attributes added since older pickles were written.
+        self.__dict__.update({"deterministic": False, "_noise_call": (0, 0), "_warned_device": False})
         self.__dict__.update(state, _fresh_generator=generator)
 
     def __deepcopy__(self, memo: dict) -> "DiffusionPurifier":
@@ -407,12 +486,12 @@ class DiffusionPurifier(PreprocessorPyTorch):
         import torch
 
         self._validate_input(x)
+        self._check_device(x)
         n = x.shape[0]
         rows = None if fresh else self._row_randomness(n, seed, sample_ids)
-        model_dtype = self._model_dtype(x)
         lo, hi = self.clip_values
         z = x if self.channels_first else x.permute(0, 3, 1, 2)
-        z = z.to(device=self.device, dtype=model_dtype)
+        z = z.to(device=self.device, dtype=self._chain_dtype(x))
         if not self.strict:
             # As ART's preprocessors: attacks may query slightly outside the box. Not z.clamp(lo, hi): its gradient
             # is zero AT the bounds, and images have many pixels exactly at 0 or 1 (a masked gradient).
@@ -421,15 +500,26 @@ class DiffusionPurifier(PreprocessorPyTorch):
                 z = torch.where(outside, z.clamp(lo, hi), z)
         z = (z - lo) * (2.0 / (hi - lo)) - 1.0
 
+        # Deterministic mode also covers the backward pass, which ART runs after this call has returned: identity
+        # nodes around the chain set the flags when the backward pass enters it and restore them when it leaves.
+        boundary = self.deterministic and torch.is_grad_enabled() and z.requires_grad
+        saved_flags: list = []
+        if boundary:
+            z = determinism.FlagsBoundary.apply(z, saved_flags, False)
+        call = self._noise_call[0] + 1
         outs, trajs = [], []
-        starts = range(0, n, self.batch_size)
-        for start in tqdm(starts, desc="Purifying", disable=not self.verbose or len(starts) < 2):
-            stop = min(start + self.batch_size, n)
-            sub = None if rows is None else (rows[0][start:stop], rows[1][start:stop])
-            out, traj = self._chain(z[start:stop], sub, return_trajectory, call_rows=n)
-            outs.append(out)
-            trajs.append(traj)
+        with determinism.deterministic_flags(self.deterministic):
+            starts = range(0, n, self.batch_size)
+            for start in tqdm(starts, desc="Purifying", disable=not self.verbose or len(starts) < 2):
+                stop = min(start + self.batch_size, n)
+                sub = None if rows is None else (rows[0][start:stop], rows[1][start:stop])
+                self._noise_call = (call, start)
+                out, traj = self._chain(z[start:stop], sub, return_trajectory, call_rows=n)
+                outs.append(out)
+                trajs.append(traj)
         out = torch.cat(outs) if len(outs) > 1 else outs[0]
+        if boundary:
+            out = determinism.FlagsBoundary.apply(out, saved_flags, True)
 
         def to_input_space(v):
             v = (v.clamp(-1.0, 1.0) + 1.0) * ((hi - lo) / 2.0) + lo
@@ -447,55 +537,66 @@ class DiffusionPurifier(PreprocessorPyTorch):
         import torch
 
         shape = tuple(z.shape[1:])
-        sched = self.scheduler
         t_top = self.t_star - 1
         trajectory = [z] if return_trajectory else None
 
-        # 1. Forward noising (the noise tensor is built once per batch and cached when aligned).
+        # 1. Forward noising (aligned noise is drawn once per batch and cached in host memory).
         if self.sampler == "reverse":
             x_t = z
         elif self.forward_noising == "one_shot":
-            eps = self._noise(rows, z.shape[0], [t_top], shape, reverse=False, like=z)[0]
-            x_t = sched.add_noise(z, eps, torch.full((z.shape[0],), t_top, dtype=torch.long, device=z.device))
+            eps = self._noise(rows, z.shape[0], [t_top], shape, reverse=False, like=z)(0)
+            x_t = self._add_noise(z, eps, t_top)
         else:
-            eps = self._noise(rows, z.shape[0], list(range(self.t_star)), shape, reverse=False, like=z)
+            source = self._noise(rows, z.shape[0], list(range(self.t_star)), shape, reverse=False, like=z)
+            betas = self._cpu_scheduler.betas
             x_t = z
             for t in range(self.t_star):
-                beta = float(sched.betas[t])
-                x_t = math.sqrt(1.0 - beta) * x_t + math.sqrt(beta) * eps[t]
+                beta = float(betas[t])
+                x_t = math.sqrt(1.0 - beta) * x_t + math.sqrt(beta) * source(t)
                 if return_trajectory:
                     trajectory.append(x_t)
         if return_trajectory and self.forward_noising == "one_shot" and self.sampler != "reverse":
             trajectory.append(x_t)
 
-        # 2. Reverse chain.
+        # 2. Reverse chain. Each step draws its own noise inside it (see StepNoise).
         steps = self._reverse_timesteps()
-        if self.sampler == "ddim":
-            noise = None
-        else:
-            noise = self._noise(rows, z.shape[0], steps, shape, reverse=True, like=z)
+        noise = None if self.sampler == "ddim" else self._noise(rows, z.shape[0], steps, shape, reverse=True, like=z)
         differentiable = torch.is_grad_enabled() and x_t.requires_grad
         use_checkpoint = differentiable and self.checkpoint is True
         for k in tqdm(range(len(steps)), desc="Reverse steps", disable=not self.verbose, leave=False):
-            step_noise = None if noise is None else noise[k]
             if differentiable and k == 0 and self.checkpoint == "auto":
                 # Run the first step plainly, measure what its graph keeps, and decide for the rest of the chain.
-                step_bytes, x_t = self._graph_bytes(self._reverse_step, x_t, steps[k], step_noise)
+                step_bytes, x_t = self._graph_bytes(self._drawn_step, x_t, steps[k], noise, k)
                 whole_call = step_bytes * len(steps) * (call_rows or z.shape[0]) / z.shape[0]
                 use_checkpoint = whole_call > self._checkpoint_budget(x_t.device)
             elif use_checkpoint:
                 from torch.utils.checkpoint import checkpoint
 
-                # No RNG inside the checkpointed region: the noise is an input, so recomputation is exact.
-                x_t = checkpoint(self._reverse_step, x_t, steps[k], step_noise, use_reentrant=False,
+                # No generator state inside the checkpointed region: the step's noise is a function of k, so the
+                # recomputation is exact.
+                x_t = checkpoint(self._drawn_step, x_t, steps[k], noise, k, use_reentrant=False,
                                  preserve_rng_state=False)
             else:
-                x_t = self._reverse_step(x_t, steps[k], step_noise)
+                x_t = self._drawn_step(x_t, steps[k], noise, k)
             if return_trajectory:
                 trajectory.append(x_t)
         if differentiable:
             self.last_checkpointed = use_checkpoint
         return x_t, (torch.stack(trajectory) if return_trajectory else None)
+
+    def _add_noise(self, z: "torch.Tensor", eps: "torch.Tensor", t: int) -> "torch.Tensor":
+        """
+        One-shot forward noising to timestep ``t``: diffusers' ``add_noise`` (the same float32 products, so the
+        same bits) computed from the CPU copy of the schedule, in the chain's precision. The user's scheduler is
+        not called: its ``add_noise`` would move its ``alphas_cumprod`` to z's device.
+        """
+        abar = self._cpu_scheduler.alphas_cumprod[t].to(z.dtype)
+        return float(abar**0.5) * z + float((1 - abar) ** 0.5) * eps
+
+    def _drawn_step(self, x_t: "torch.Tensor", t: int, noise: "StepNoise | None", k: int) -> "torch.Tensor":
+        """Reverse step ``k`` (timestep ``t``) with its noise drawn inside the step, so that a checkpointed step keeps
+        no device copy of it."""
+        return self._reverse_step(x_t, t, None if noise is None else noise(k))
 
     def _graph_bytes(self, fn: Callable, *args) -> tuple[int, Any]:
         """Bytes the autograd graph of ``fn(*args)`` saves beyond the frozen weights and ``args[1:]`` (the noise)."""
@@ -509,11 +610,14 @@ class DiffusionPurifier(PreprocessorPyTorch):
         return samplers.reverse_timesteps(self.t_star, self.sampler, self.ddim_steps)
 
     def _eps(self, x_t: "torch.Tensor", t: int) -> "torch.Tensor":
+        """The model's output at ``x_t``, in the chain's dtype: only the UNet's input and output take its precision."""
         import torch
 
         t_vec = torch.full((x_t.shape[0],), t, dtype=torch.long, device=x_t.device)
-        out = self.model(x_t, t_vec)
-        return out.sample if hasattr(out, "sample") else out
+        weights = self._weights_dtype()
+        out = self.model(x_t if weights is None else x_t.to(weights), t_vec)
+        out = out.sample if hasattr(out, "sample") else out
+        return out.to(x_t.dtype)
 
     def _reverse_step(self, x_t: "torch.Tensor", t: int, noise: "torch.Tensor" | None) -> "torch.Tensor":
         """One reverse step ``t -> t-1`` (DDPM) or ``t -> t-stride`` (DDIM), noise given explicitly."""
@@ -532,13 +636,38 @@ class DiffusionPurifier(PreprocessorPyTorch):
         return self._ddim_cache[1]
 
     # ------------------------------------------------------------------ checks
-    def _model_dtype(self, x: "torch.Tensor"):
+    def _weights_dtype(self) -> "torch.dtype | None":
+        """The floating-point dtype of the model's weights (``None`` for a plain callable or a weightless module)."""
         import torch
 
         if isinstance(self.model, torch.nn.Module):
             for p in self.model.parameters():
-                return p.dtype
-        return x.dtype
+                if p.is_floating_point():
+                    return p.dtype
+        return None
+
+    def _chain_dtype(self, x: "torch.Tensor") -> "torch.dtype":
+        """
+        Precision of the chain state, noise and coefficients: the weights' (else the input's) dtype, but float32 in
+        place of float16/bfloat16. A hundred steps of half-precision rounding (and half-precision gradients, with
+        no GradScaler in ART) would be a different purifier; the UNet itself still runs in its own precision.
+        """
+        import torch
+
+        dtype = self._weights_dtype() or x.dtype
+        return dtype if dtype in (torch.float32, torch.float64) else torch.float32
+
+    def _check_device(self, x: "torch.Tensor") -> None:
+        """Warn once when inputs come from another device than the purifier's (e.g. a CPU purifier inside a GPU
+        classifier): it works, but every call copies the batch over and runs the whole chain there."""
+        if x.device == self.device or self._warned_device:
+            return
+        self._warned_device = True
+        hint = ("device_type='gpu' (after torch.cuda.set_device({}) if that is not the current device)".format(
+            x.device.index) if x.device.type == "cuda" else "device_type='cpu'")
+        logger.warning("DiffusionPurifier runs on %s but receives inputs on %s (a classifier on another device?): "
+                       "every call copies the batch to %s, purifies it there and copies it back. Build the purifier "
+                       "with %s to run it where its inputs are.", self.device, x.device, self.device, hint)
 
     def _validate_input(self, x: "torch.Tensor") -> None:
         import torch
@@ -610,8 +739,17 @@ class DiffusionPurifier(PreprocessorPyTorch):
             raise ValueError(f"Only epsilon-prediction models are supported, the scheduler says {prediction!r}")
         if not isinstance(self.strict, bool):
             raise ValueError(f"strict must be a bool, got {self.strict!r}")
+        if not isinstance(self.deterministic, bool):
+            raise ValueError(f"deterministic must be a bool, got {self.deterministic!r}")
         if not callable(self.model):
             raise ValueError("model must be a torch module or a callable (x_t, t) -> eps")
+
+
+def noise_cache_budget() -> int:
+    """Bytes of host memory the aligned-noise cache may hold: a quarter of the available host memory, at least
+    :data:`NOISE_CACHE_BYTES` and at most :data:`NOISE_CACHE_MAX_BYTES`."""
+    available = checkpointing.host_available_bytes()
+    return max(NOISE_CACHE_BYTES, min(NOISE_CACHE_MAX_BYTES, (available or 0) // 4))
 
 
 def find_purifier(classifier: Any, required: bool = False) -> DiffusionPurifier | None:

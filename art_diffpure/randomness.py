@@ -337,6 +337,32 @@ def min_separation(flat: np.ndarray) -> float:
                default=np.inf)
 
 
+class StepNoise:
+    """
+    The noise of one internal batch's chain: ``source(k)`` is step ``k``'s noise on the chain's device and dtype.
+
+    Held in host memory (aligned noise, CPU fresh noise) and copied per step, or drawn per step on the device from
+    the seed ``seed + k`` (GPU fresh noise). Either way step ``k``'s noise is a pure function of ``k``: a
+    checkpointed step draws it inside, its recomputation gets the same values, and the device holds no copy of
+    the noise between the forward pass and the backward pass.
+    """
+
+    def __init__(self, device: "torch.device", dtype: "torch.dtype", host: "torch.Tensor | None" = None,
+                 seed: int | None = None, shape: tuple[int, ...] | None = None) -> None:
+        self.device, self.dtype, self.host, self.seed, self.shape = device, dtype, host, seed, shape
+        self._generator = None
+
+    def __call__(self, k: int) -> "torch.Tensor":
+        import torch
+
+        if self.host is not None:
+            return self.host[k].to(self.device, self.dtype, non_blocking=True)
+        if self._generator is None:
+            self._generator = torch.Generator(device=self.device)
+        self._generator.manual_seed((self.seed + k) % 2**63)  # reseeded per step: a recomputation redraws exactly
+        return torch.randn(self.shape, generator=self._generator, device=self.device).to(self.dtype)
+
+
 __all__ = [
     "AmbiguousRowsError",
     "EOT_SEED_STRIDE",
@@ -346,6 +372,7 @@ __all__ = [
     "RandomnessAudit",
     "RandomnessControl",
     "RandomnessEscapeError",
+    "StepNoise",
     "TRANSFER_SEED_OFFSET",
     "active_controls",
     "aligned_noise",

@@ -83,3 +83,44 @@ def test_summarize_skips_smoke_output(tmp_path, capsys, bench_path):
     (tmp_path / "b3_eot.json").unlink()
     summarize.main(str(tmp_path))
     assert "## B3" not in capsys.readouterr().out
+
+
+def test_b5_skips_batches_that_do_not_fit_and_separates_the_flops(tmp_path, bench_path, monkeypatch):
+    import torch
+
+    from art_diffpure import checkpointing
+
+    b5 = importlib.import_module("b5_gpu")
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    try:
+        args = ["--smoke", "--threads", "1", "--no-checkpoint", "--batch-sizes", "1,4"]
+        first = b5.main([*args, "--out", str(tmp_path / "a.json")])
+        assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == (True, True)  # restored
+        per_row = first["memory"]["per_row_bytes"]
+        need = {r["batch"]: r["estimated_bytes"] for r in first["rows"]}
+        # no checkpointing: every step's graph for every row, plus the classifier's
+        t_star = first["settings"]["t_star"]
+        assert need[4] == int(int(per_row["reverse_step_graph"] * 4) * t_star + per_row["classifier_graph"] * 4)
+        # A device with room for batch 1 but not batch 4: batch 4 is skipped and says why.
+        free = int((need[1] + need[4]) / 2 / b5.MEMORY_HEADROOM)
+        monkeypatch.setattr(checkpointing, "free_bytes", lambda device: free)
+        second = b5.main([*args, "--out", str(tmp_path / "b.json")])
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+    assert {r["batch"] for r in second["rows"]} == {1}
+    assert [s["batch"] for s in second["skipped"]] == [4] and "estimated" in second["skipped"][0]["skipped"]
+    flops = second["flops"]
+    assert flops["checkpoint_recompute_batch1"] == 0  # nothing recomputed without checkpointing
+    assert flops["useful_per_loss_gradient_batch1"] == flops["chain_per_image"] + flops["classifier_per_image"]
+    assert flops["chain_per_image_step"] == flops["chain_per_image"] / second["settings"]["t_star"]
+
+
+def test_b5_counts_checkpoint_recompute_separately(tmp_path, bench_path):
+    b5 = importlib.import_module("b5_gpu")
+    data = b5.main(["--smoke", "--threads", "1", "--batch-sizes", "1", "--out", str(tmp_path / "c.json")])
+    flops, t_star = data["flops"], data["settings"]["t_star"]
+    # every reverse step is checkpointed: the backward pass reruns each UNet forward once
+    assert flops["checkpoint_recompute_batch1"] == t_star * flops["unet_forward_per_image"]
+    row = data["rows"][0]
+    assert row["executed_fraction_of_measured_peak"] > row["fraction_of_measured_peak"]

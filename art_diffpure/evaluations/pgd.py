@@ -12,6 +12,7 @@ Without an explicit ``rel_step`` every evaluation takes the package's one rule f
 """
 from __future__ import annotations
 
+import contextlib
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -58,12 +59,16 @@ def as_classifier(classifier: Any, x: np.ndarray, purifier: Any = None, nb_class
     if not isinstance(classifier, torch.nn.Module):
         raise ValueError("classifier must be an ART PyTorchClassifier or a torch.nn.Module, got "
                          f"{type(classifier).__name__}")
+    device = next(iter(classifier.parameters()), torch.empty(0)).device
     if nb_classes is None:
         with torch.no_grad():
-            device = next(iter(classifier.parameters()), torch.empty(0)).device
             nb_classes = int(classifier.eval()(torch.as_tensor(x[:1]).to(device)).shape[1])
-    return art_classifier(classifier, input_shape=x.shape[1:], nb_classes=nb_classes, purifier=purifier,
-                          device_type="gpu", clip_values=clip_values)
+    # The model stays where the caller put it: ART moves it to cuda:<current device> with "gpu", so a CPU model gets
+    # "cpu", and a model on cuda:k is wrapped with cuda:k current.
+    on_gpu = device.type == "cuda"
+    with torch.cuda.device(device) if on_gpu else contextlib.nullcontext():
+        return art_classifier(classifier, input_shape=x.shape[1:], nb_classes=nb_classes, purifier=purifier,
+                              device_type="gpu" if on_gpu else "cpu", clip_values=clip_values)
 
 
 def undefended(classifier: "PyTorchClassifier") -> "PyTorchClassifier":

@@ -148,7 +148,27 @@ def digits_setting(quick: bool, device: str, n_images: int | None, seeds: list[i
 def _torch_device_ok(device: str) -> bool:
     import torch
 
-    return device == "cpu" or (device.startswith("cuda") and torch.cuda.is_available())
+    if device == "cpu":
+        return True
+    if not device.startswith("cuda") or not torch.cuda.is_available():
+        return False
+    try:
+        index = torch.device(device).index
+    except RuntimeError:  # not a device string
+        return False
+    return index is None or index < torch.cuda.device_count()
+
+
+def use_device(device: str) -> None:
+    """
+    Make an indexed CUDA device (``cuda:1``) the current one. ART's classifiers and the purifier place their models
+    on ``cuda:<current device>``: without this, ``--device cuda:1`` would end with the model on cuda:0 and the
+    tensors on cuda:1. ``cpu`` and a bare ``cuda`` leave the current device as it is.
+    """
+    import torch
+
+    if device.startswith("cuda") and torch.device(device).index is not None:
+        torch.cuda.set_device(torch.device(device))
 
 
 def cifar10_setting(args) -> Setting:
@@ -241,9 +261,17 @@ def imagenet_setting(args) -> Setting:
                    _penultimate_features(model), gradient=gradient, verbose=not args.no_progress)
 
 
+def _torchvision():
+    try:
+        import torchvision
+    except ImportError as err:
+        raise PresetUnavailable("the ImageNet preset needs torchvision: pip install 'art-diffpure[imagenet]'") from err
+    return torchvision
+
+
 def _imagenet_images(data: str, n: int) -> tuple[np.ndarray, np.ndarray]:
     """The first ``n`` images of ``data/labels.txt`` (``<file name> <class index>`` per line), 256x256, and labels."""
-    import torchvision
+    torchvision = _torchvision()
     from PIL import Image
 
     names, labels = [], []
@@ -262,7 +290,7 @@ def _imagenet_images(data: str, n: int) -> tuple[np.ndarray, np.ndarray]:
 def _standard_r50(weights: str):
     """RobustBench's Standard_R50 = torchvision ResNet-50 behind ImageNet normalisation, resized to 224."""
     import torch
-    import torchvision
+    torchvision = _torchvision()
 
     resnet = torchvision.models.resnet50()
     resnet.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
@@ -318,6 +346,8 @@ def _nb_classes(setting: Setting) -> int:
 
 def build_setting(args) -> Setting:
     """The preset's setting from the command-line arguments (raises :class:`PresetUnavailable`)."""
+    if _torch_device_ok(args.device):
+        use_device(args.device)  # before any model is built (also in every worker process)
     if args.preset == "digits":
         if not _torch_device_ok(args.device):
             raise PresetUnavailable(f"device {args.device!r} is not available")
