@@ -1,6 +1,7 @@
 """Sharded evaluation (art_diffpure.evaluations.distributed): sharding, merging, 2 gloo processes == 1 process."""
 from __future__ import annotations
 
+import os
 import pickle
 import socket
 import subprocess
@@ -140,3 +141,59 @@ def test_module_entry_point_help():
     out = subprocess.run([sys.executable, "-m", "art_diffpure.evaluations.distributed", "--help"], capture_output=True,
                          text=True, timeout=300, check=True)
     assert "--n-images" in out.stdout and "--device" in out.stdout
+
+
+def _nccl_worker(rank: int, world: int, port: int, out: str) -> None:
+    """One GPU rank: bound to its own GPU before anything builds a model, then the same sharded evaluation."""
+    import torch.distributed as dist
+
+    from art_diffpure.evaluations.distributed import bind_local_gpu
+
+    os.environ["LOCAL_RANK"] = str(rank)
+    bind_local_gpu()
+    dist.init_process_group("nccl", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    try:
+        from conftest import art_classifier, make_purifier, tiny_classifier
+
+        from art_diffpure.attacks.randomness_aligned import RandomnessAlignedAttack
+
+        x = np.random.RandomState(0).rand(N, 1, 8, 8).astype(np.float32)
+        y = np.arange(N) % 10
+        classifier = art_classifier(tiny_classifier(), make_purifier(t_star=T_STAR, seed=0, batch_size=8,
+                                                                    device_type="gpu"), device_type="gpu")
+        assert classifier._device == torch.device(f"cuda:{rank}")  # each rank on its own GPU, not all on GPU 0
+        attack = RandomnessAlignedAttack(classifier, seed=3, eps=0.1, eps_step=0.03, max_iter=STEPS,
+                                         batch_size=BATCH)
+        report = sharded_evaluate(attack, x, y, sample_ids=np.arange(100, 100 + N))
+        with open(f"{out}.{rank}", "wb") as f:
+            pickle.dump(report, f)
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available() or torch.cuda.device_count() < 2,
+                    reason="needs two CUDA GPUs (a 2-rank NCCL run)")
+def test_two_nccl_ranks_match_one_gpu_process(tmp_path):
+    """Two NCCL ranks on two GPUs give the merged report of one process on one GPU (predictions exactly)."""
+    import torch.multiprocessing as mp
+
+    from conftest import art_classifier, make_purifier, tiny_classifier
+
+    from art_diffpure.attacks.randomness_aligned import RandomnessAlignedAttack
+
+    out = str(tmp_path / "report")
+    mp.spawn(_nccl_worker, args=(2, _free_port(), out), nprocs=2, join=True)
+    reports = []
+    for rank in range(2):
+        with open(f"{out}.{rank}", "rb") as f:
+            reports.append(pickle.load(f))
+    x = np.random.RandomState(0).rand(N, 1, 8, 8).astype(np.float32)
+    y = np.arange(N) % 10
+    classifier = art_classifier(tiny_classifier(), make_purifier(t_star=T_STAR, seed=0, batch_size=8,
+                                                                device_type="gpu"), device_type="gpu")
+    single = RandomnessAlignedAttack(classifier, seed=3, eps=0.1, eps_step=0.03, max_iter=STEPS,
+                                     batch_size=BATCH).evaluate(x, y, sample_ids=np.arange(100, 100 + N))
+    assert reports[0]["world_size"] == 2
+    for key in ("clean_pred", "adv_pred", "sample_ids"):
+        assert reports[0][key] == single[key] == reports[1][key], key

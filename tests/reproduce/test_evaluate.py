@@ -105,7 +105,7 @@ def test_changed_setting_is_refused_then_force_starts_fresh(reference, tmp_path,
     changed = [a if a != "0.1" else "0.2" for a in TINY]
     code, _, err = evaluate(capsys, *MODELS, *changed, "--out", str(out))
     assert code == 2
-    assert "other settings (changed: attack_options)" in err and "--force" in err and "another --out" in err
+    assert "other settings (changed: attack_options.eps: 0.1 -> 0.2" in err and "--force" in err and "another --out" in err
     assert (out / "results.json").read_bytes() == before
     code, _, _ = evaluate(capsys, *MODELS, *changed, "--out", str(out), "--force")
     assert code == 0
