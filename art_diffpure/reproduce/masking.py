@@ -28,6 +28,9 @@ REL_STEP = 1 / 30  # the paper's PGD step (Table S1), eps / 30 whatever the iter
 # AutoAttack rand as DiffPure's own evaluation ran it: APGD-CE + APGD-DLR, 100 iterations each, EOT over 20 draws,
 # against the stochastic defence (one fresh test draw). The costliest attack (~100x PGD-40), so it runs last.
 AUTOATTACK_RAND_EOT = 20
+# ... so it runs in chunks of this many images, each a resumable part (~30 min of one core at t* = 100), its
+# fresh-noise generator seeded from the chunk's first image index.
+AUTOATTACK_RAND_CHUNK = 16
 
 
 def _atomic_json(path: str, obj: Any) -> None:
@@ -45,13 +48,17 @@ def attack_plan(eps: float, square_queries: int, restarts: int) -> list[tuple[st
     plan += [(f"pgd{k}", dict(max_iter=k)) for k in PGD_ITERATIONS]
     plan += [("large_eps", dict(max_iter=40, eps=1.0)), (f"restarts{restarts}", dict(max_iter=40, restarts=restarts)),
              ("apgd_ce_dlr", dict(max_iter=100)), (f"square{square_queries}", dict(queries=square_queries)),
-             (f"autoattack_rand_eot{AUTOATTACK_RAND_EOT}", dict(max_iter=100, eot=AUTOATTACK_RAND_EOT))]
+             (f"autoattack_rand_eot{AUTOATTACK_RAND_EOT}", dict(max_iter=100, eot=AUTOATTACK_RAND_EOT,
+                                                                chunk=AUTOATTACK_RAND_CHUNK))]
     return [(name, dict(kw, eps=kw.get("eps", eps))) for name, kw in plan]
 
 
 def run_attack(name: str, kw: dict[str, Any], make: Callable[[str], Any], x: np.ndarray, y: np.ndarray,
-               batch_size: int) -> dict[str, Any]:
-    """One attack of the plan; ``make(gradient)`` builds the defended classifier. Per-image success out."""
+               batch_size: int, first_image: int = 0) -> dict[str, Any]:
+    """
+    One attack of the plan; ``make(gradient)`` builds the defended classifier. Per-image success out.
+    ``first_image``: the index of ``x[0]`` among the run's images (a chunk's fresh noise is seeded from it).
+    """
     from art.attacks.evasion import SquareAttack
 
     from art_diffpure.attacks.randomness_aligned import RandomnessAlignedAttack
@@ -83,8 +90,8 @@ def run_attack(name: str, kw: dict[str, Any], make: Callable[[str], Any], x: np.
         attack = RandomnessAlignedAttack.from_protocol(classifier, "autoattack_rand", eps=eps, max_iter=kw["max_iter"],
                                                        eot_samples=kw["eot"], randomness="stochastic",
                                                        batch_size=batch_size)
-        find_purifier(classifier, required=True).reseed_fresh(0)
-        with seeded_numpy(0):
+        find_purifier(classifier, required=True).reseed_fresh(first_image)
+        with seeded_numpy(first_image):
             report = attack.evaluate(x, y)
         return {k: report[k] for k in ("robust_accuracy", "success", "adv_correct")}
     if name == "apgd_ce_dlr":
@@ -94,6 +101,37 @@ def run_attack(name: str, kw: dict[str, Any], make: Callable[[str], Any], x: np.
         return {k: report[k] for k in ("robust_accuracy", "success", "adv_correct")}
     return run_pgd(classifier, x, y, eps, "aligned", max_iter=kw["max_iter"],
                    num_random_init=int(kw.get("restarts", 1)), **common)
+
+
+def _part(path: str, key: list, compute: Callable[[], dict[str, Any]], label: str, progress: bool) -> dict[str, Any]:
+    """One finished attack (or chunk of one) from ``path`` if its fingerprint matches ``key``; else run and save it."""
+    fingerprint = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+    sampler, name, kw = key[:3]
+    if os.path.exists(path):
+        with open(path) as f:
+            saved = json.load(f)
+        if saved["fingerprint"] != fingerprint:
+            raise RuntimeError(f"{path} was made with other settings; use another --out or delete it")
+        if progress:
+            print(f"[masking] {label}: found in {path}", flush=True)
+        return saved["result"]
+    t = time.perf_counter()
+    result = {k: v for k, v in compute().items() if k != "x_adv"}
+    result["wall_time_s"] = time.perf_counter() - t
+    _atomic_json(path, {"fingerprint": fingerprint, "sampler": sampler, "attack": name, "settings": kw,
+                        "result": result})
+    if progress:
+        print(f"[masking] {label}: robust {result.get('robust_accuracy', float('nan')):.3f} "
+              f"({result['wall_time_s']:.0f} s)", flush=True)
+    return result
+
+
+def _joined(pieces: list[dict[str, Any]]) -> dict[str, Any]:
+    """The chunks of one attack as one result: per-image lists in image order, accuracy over all images."""
+    adv = [a for p in pieces for a in p["adv_correct"]]
+    return {"success": [s for p in pieces for s in p["success"]], "adv_correct": adv,
+            "robust_accuracy": float(np.mean(adv)), "wall_time_s": float(sum(p["wall_time_s"] for p in pieces)),
+            "chunks": len(pieces)}
 
 
 def checks_for(parts: dict[str, dict[str, Any]], nb_classes: int, square_queries: int,
@@ -139,28 +177,18 @@ def run(out: str, samplers: tuple[str, ...] = ("ddpm",), n_images: int = 32, eps
     for sampler in samplers:
         parts: dict[str, dict[str, Any]] = {}
         for name, kw in attack_plan(eps, square_queries, restarts):
-            fingerprint = hashlib.sha256(json.dumps([sampler, name, kw, settings, data_hash], sort_keys=True)
-                                         .encode()).hexdigest()[:16]
-            path = os.path.join(out, "parts", f"{sampler}__{name}.json")
-            if os.path.exists(path):
-                with open(path) as f:
-                    saved = json.load(f)
-                if saved["fingerprint"] == fingerprint:
-                    parts[name] = saved["result"]
-                    if progress:
-                        print(f"[masking] {sampler} {name}: found in {path}", flush=True)
-                    continue
-                raise RuntimeError(f"{path} was made with other settings; use another --out or delete it")
-            t = time.perf_counter()
-            result = run_attack(name, kw, lambda g: make_classifier(sampler, g), x, y, batch_size)
-            result = {k: v for k, v in result.items() if k != "x_adv"}
-            result["wall_time_s"] = time.perf_counter() - t
-            _atomic_json(path, {"fingerprint": fingerprint, "sampler": sampler, "attack": name, "settings": kw,
-                                "result": result})
-            parts[name] = result
-            if progress:
-                print(f"[masking] {sampler} {name}: robust {result.get('robust_accuracy', float('nan')):.3f} "
-                      f"({result['wall_time_s']:.0f} s)", flush=True)
+            chunk = int(kw.get("chunk") or len(x))
+            pieces = []
+            for i0 in range(0, len(x), chunk):  # a long attack in chunks of images, each its own resumable part
+                i1 = min(i0 + chunk, len(x))
+                label, file = (name, name) if chunk >= len(x) else (f"{name} images {i0}-{i1 - 1}",
+                                                                   f"{name}__{i0:04d}-{i1 - 1:04d}")
+                key = [sampler, name, kw, settings, data_hash] + ([i0, i1] if chunk < len(x) else [])
+                pieces.append(_part(os.path.join(out, "parts", f"{sampler}__{file}.json"), key,
+                                    lambda: run_attack(name, kw, lambda g: make_classifier(sampler, g), x[i0:i1],
+                                                       y[i0:i1], batch_size, first_image=i0),
+                                    f"{sampler} {label}", progress))
+            parts[name] = pieces[0] if len(pieces) == 1 else _joined(pieces)
         checks = checks_for(parts, 10, square_queries, restarts)
         results["samplers"][sampler] = {"checks": [c.to_dict() for c in checks], "overall": gm.overall(checks),
                                         "robust_accuracy": {k: v.get("robust_accuracy") for k, v in parts.items()},

@@ -187,3 +187,30 @@ def test_full_strength_run_resumes_and_reports(tmp_path, monkeypatch):
     assert "gradient_free_attack" in open(tmp_path / "report.md").read()
     with pytest.raises(RuntimeError, match="other settings"):
         masking_report.run(str(tmp_path), **dict(kwargs, square_queries=6, restarts=2, eps=0.2))
+
+
+def test_a_chunked_attack_is_saved_per_chunk_and_joined_in_image_order(tmp_path, monkeypatch):
+    """AutoAttack-rand runs in chunks of images (each a resumable part); the checks see one per-image list."""
+    monkeypatch.setattr(masking_report, "AUTOATTACK_RAND_CHUNK", 3)
+    calls = []
+
+    def fake(name, kw, make, x, y, batch_size, first_image=0):
+        calls.append((name, first_image, len(x)))
+        adv = [(first_image + i) % 2 == 0 for i in range(len(x))]
+        return {"adv_correct": adv, "success": [not a for a in adv], "robust_accuracy": float(np.mean(adv))}
+
+    monkeypatch.setattr(masking_report, "run_attack", fake)
+    x, y = np.zeros((7, 1, 8, 8), np.float32), np.zeros(7, np.int64)
+    kwargs = dict(samplers=("ddpm",), n_images=7, square_queries=5, restarts=2, make_classifier=lambda s, g: None,
+                  data=(x, y), progress=False)
+    res = masking_report.run(str(tmp_path), **kwargs)
+    aa = [c for c in calls if c[0].startswith("autoattack_rand")]
+    assert aa == [("autoattack_rand_eot20", 0, 3), ("autoattack_rand_eot20", 3, 3), ("autoattack_rand_eot20", 6, 1)]
+    files = sorted(f for f in os.listdir(tmp_path / "parts") if f.startswith("ddpm__autoattack"))
+    assert files == ["ddpm__autoattack_rand_eot20__0000-0002.json", "ddpm__autoattack_rand_eot20__0003-0005.json",
+                     "ddpm__autoattack_rand_eot20__0006-0006.json"]
+    assert res["samplers"]["ddpm"]["robust_accuracy"]["autoattack_rand_eot20"] == pytest.approx(4 / 7)
+    os.remove(tmp_path / "parts" / files[1])  # an interrupted run: only the missing chunk is attacked again
+    calls.clear()
+    masking_report.run(str(tmp_path), **kwargs)
+    assert calls == [("autoattack_rand_eot20", 3, 3)]
