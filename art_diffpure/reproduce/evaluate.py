@@ -481,10 +481,14 @@ def markdown(results: dict[str, Any]) -> str:
                   "under every draw."]
     if results["comparisons"]:
         lines += ["", "## Paired differences of robust accuracy (same images)", "",
-                  rp.table(["modes", "difference [95% CI]", "McNemar p"],
+                  rp.table(["modes", "difference [95% CI]", "exact McNemar p (first seed)", "p per seed"],
                            [[k, f"{100 * v['difference']['estimate']:+.1f} points "
                                 f"{rp.fmt_interval(v['difference'], percent=True, signed=True)}",
-                             rp.fmt(v["test"]["p_value"], 3)] for k, v in results["comparisons"].items()])]
+                             rp.fmt(v["test"]["p_value"], 3),
+                             ", ".join(rp.fmt(t["p_value"], 3) for t in v.get("tests_per_seed") or []) or "–"]
+                            for k, v in results["comparisons"].items()]),
+                  "", "The difference is of the seed-mean accuracies (paired bootstrap over images); McNemar tests one "
+                      "seed pair at a time, since seeds re-use the same images."]
     lines += ["", "![robust accuracy per randomness mode](robustness.png)", ""]
     return "\n".join(lines)
 
