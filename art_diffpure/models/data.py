@@ -45,4 +45,21 @@ def load_digits_split(split: str) -> tuple[np.ndarray, np.ndarray]:
     return x, y
 
 
-__all__ = ["SPLITS", "SPLIT_DEFINITION", "SPLIT_SEED", "TEST_SIZE", "digits_split_indices", "load_digits_split"]
+def load_cifar10_batch(path: str) -> tuple[np.ndarray, np.ndarray]:
+    """
+    A CIFAR-10 python batch (e.g. ``cifar-10-batches-py/test_batch``): images ``(n, 3, 32, 32)`` float32 in [0, 1]
+    and labels. The batches are pickles of plain arrays (the official format): only load files you trust.
+    """
+    import pickle
+
+    with open(path, "rb") as handle:
+        batch = pickle.load(handle, encoding="bytes")
+    data = np.asarray(batch[b"data"], dtype=np.uint8)
+    if data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
+        raise ValueError(f"{path}: data of shape {data.shape}, not (n, 3072) as in CIFAR-10 python batches")
+    labels = np.asarray(batch[b"labels"], dtype=np.int64)
+    return data.reshape(-1, 3, 32, 32).astype(np.float32) / 255.0, labels  # the format's own 0..255 scale
+
+
+__all__ = ["SPLITS", "SPLIT_DEFINITION", "SPLIT_SEED", "TEST_SIZE", "digits_split_indices", "load_cifar10_batch",
+           "load_digits_split"]

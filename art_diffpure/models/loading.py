@@ -21,7 +21,6 @@ import hashlib
 import importlib
 import importlib.util
 import os
-import pickle
 import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -347,18 +346,13 @@ def _read_npz(path: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _read_cifar_batch(path: str) -> tuple[np.ndarray, np.ndarray]:
+    from art_diffpure.models.data import load_cifar10_batch
+
     try:
-        # The CIFAR-10 python batches are pickles of plain arrays (the official format); only load files you trust.
-        with open(path, "rb") as handle:
-            batch = pickle.load(handle, encoding="bytes")
-        data = np.asarray(batch[b"data"], dtype=np.uint8)
-        labels = np.asarray(batch[b"labels"], dtype=np.int64)
-    except Exception as err:  # noqa: BLE001
+        return load_cifar10_batch(path)
+    except Exception as err:  # noqa: BLE001 - any unreadable file is the same user error
         raise InputError(f"--data {path}: not a CIFAR-10 python batch ({type(err).__name__}: {err}); use the "
                          "files of cifar-10-python.tar.gz (https://www.cs.toronto.edu/~kriz/cifar.html)") from None
-    if data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
-        raise InputError(f"--data {path}: data of shape {data.shape}, not (n, 3072) as CIFAR-10 python batches")
-    return data.reshape(-1, 3, 32, 32).astype(np.float32) / 255.0, labels  # the format's own 0..255 scale
 
 
 def _read_image_folder(folder: str, labels_file: str) -> tuple[np.ndarray, np.ndarray]:

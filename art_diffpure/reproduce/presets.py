@@ -194,16 +194,13 @@ def cifar10_setting(args) -> Setting:
                        "hour per image on a 2-core CPU")
     if missing:
         raise PresetUnavailable("missing " + "; ".join(missing))
-    import pickle  # the CIFAR-10 python batches are pickles of plain arrays; only ever load the official file
-
+    from art_diffpure.models.data import load_cifar10_batch
     from art_diffpure.purifier import DiffusionPurifier
     from art_diffpure.zoo import load_robustbench_model
 
-    with open(os.path.join(data, "test_batch"), "rb") as handle:
-        batch = pickle.load(handle, encoding="bytes")
     n = args.n_images or 1000
-    x = (np.asarray(batch[b"data"][:n], dtype=np.float32).reshape(-1, 3, 32, 32) / 255.0)
-    y = np.asarray(batch[b"labels"][:n], dtype=np.int64)
+    x, y = load_cifar10_batch(os.path.join(data, "test_batch"))
+    x, y = x[:n], y[:n]
     model = load_robustbench_model("Standard", "cifar10", "Linf", model_dir).to(args.device)
     sizes = Sizes(n_images=n, seeds=tuple(args.seeds or (0, 1, 2)), max_iter=40, eot_samples=15, eot_images=n,
                   t_sweep=(10, 20, 50, 100, 150, 200, 300), sweep_images=n, compression_samples=16,
