@@ -27,7 +27,7 @@ rows are regrouped per head. ADM's ``1 / sqrt(sqrt(head_dim))`` scaling of q and
 """
 from __future__ import annotations
 
-from typing import Iterator, Sequence
+from typing import Any, Iterator
 
 #: Architecture of ``256x256_diffusion_uncond.pt`` (guided-diffusion's ``model_and_diffusion_defaults`` as
 #: used by DiffPure for ImageNet).
@@ -48,18 +48,16 @@ _EPS = 1e-5
 
 
 # ---------------------------------------------------------------------------------------------- architecture
-def _arch(
-    model_channels: int = 256,
-    num_res_blocks: int = 2,
-    channel_mult: Sequence[int] = (1, 1, 2, 2, 4, 4),
-    attention_resolutions: Sequence[int] = (32, 16, 8),
-    image_size: int = 256,
-    num_head_channels: int = 64,
-    learn_sigma: bool = True,
-    in_channels: int = 3,
-    use_new_attention_order: bool = False,
-) -> dict:
-    """Validate architecture arguments and derive per-level facts."""
+def _arch(**arch: Any) -> dict:
+    """Validate architecture arguments (defaults: :data:`ADM_256_UNCOND`) and derive per-level facts."""
+    unknown = sorted(set(arch) - set(ADM_256_UNCOND))
+    if unknown:
+        raise TypeError(f"unknown ADM architecture argument(s) {unknown}; known: {sorted(ADM_256_UNCOND)}")
+    arch = {**ADM_256_UNCOND, **arch}
+    model_channels, num_res_blocks, channel_mult = arch["model_channels"], arch["num_res_blocks"], arch["channel_mult"]
+    attention_resolutions, image_size = arch["attention_resolutions"], arch["image_size"]
+    num_head_channels, learn_sigma, in_channels = arch["num_head_channels"], arch["learn_sigma"], arch["in_channels"]
+    use_new_attention_order = arch["use_new_attention_order"]
 
     def _pos_int(name, value):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -100,27 +98,20 @@ def _arch(
     )
 
 
-def adm_unet_config(
-    model_channels: int = 256,
-    num_res_blocks: int = 2,
-    channel_mult: Sequence[int] = (1, 1, 2, 2, 4, 4),
-    attention_resolutions: Sequence[int] = (32, 16, 8),
-    image_size: int = 256,
-    num_head_channels: int = 64,
-    learn_sigma: bool = True,
-    in_channels: int = 3,
-    use_new_attention_order: bool = False,
-) -> dict:
+def adm_unet_config(**arch: Any) -> dict:
     """
     ``UNet2DModel`` keyword arguments for an ADM UNet with residual up/down sampling and scale-shift norm.
+
+    ``arch``: guided-diffusion's architecture arguments, each defaulting to :data:`ADM_256_UNCOND`
+    (``model_channels``, ``num_res_blocks``, ``channel_mult``, ``attention_resolutions``, ``image_size``,
+    ``num_head_channels``, ``learn_sigma``, ``in_channels``, ``use_new_attention_order``); unknown names raise.
 
     :param attention_resolutions: feature-map resolutions with attention, as guided-diffusion's
         ``--attention_resolutions`` (turned into downsampling rates ``image_size // res``).
     :param learn_sigma: the model also predicts the variance (``2 * in_channels`` output channels).
     :param use_new_attention_order: accepted for completeness; it changes the weight layout, not the config.
     """
-    a = _arch(model_channels, num_res_blocks, channel_mult, attention_resolutions, image_size, num_head_channels,
-              learn_sigma, in_channels, use_new_attention_order)
+    a = _arch(**arch)
     down = tuple("AttnDownBlock2D" if a["attn_levels"][lv] else "ResnetDownsampleBlock2D" for lv in range(a["levels"]))
     up = tuple("AttnUpBlock2D" if a["attn_levels"][lv] else "ResnetUpsampleBlock2D" for lv in reversed(range(a["levels"])))
     return dict(

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 
 from art_diffpure.models import convert
 from art_diffpure.models.convert import (
+    ADM_256_UNCOND,
     adm_scheduler_config,
     adm_state_dict_shapes,
     adm_unet_config,
@@ -398,3 +399,10 @@ def test_ddim_purifier_accepts_learned_variance_model():
                              device_type="cpu")
     out3, _ = ddpm(x)
     assert out3.shape == x.shape and np.isfinite(out3).all()
+
+
+def test_architecture_defaults_and_unknown_names():
+    """One set of defaults (ADM_256_UNCOND): no arguments is the 256x256 model; a misspelt name raises."""
+    assert adm_unet_config() == adm_unet_config(**ADM_256_UNCOND)
+    with pytest.raises(TypeError, match="unknown ADM architecture argument"):
+        adm_unet_config(model_channel=128)
