@@ -63,11 +63,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     mask = sub.add_parser("masking", help="the gradient-masking checks at full strength (digits, resumable)")
     mask.add_argument("--out", default="art-diffpure-masking", help="report directory (default: %(default)s)")
     mask.add_argument("--samplers", nargs="+", default=["ddpm"], choices=["ddpm", "reverse", "ddim"])
-    mask.add_argument("--n-images", type=int, default=32, help="test images (default: %(default)s, as Table 2)")
-    mask.add_argument("--square-queries", type=int, default=1000, help="Square queries (default: %(default)s)")
-    mask.add_argument("--restarts", type=int, default=5, help="PGD-40 random restarts (default: %(default)s)")
-    mask.add_argument("--batch-size", type=int, default=32)
-    mask.add_argument("--threads", type=int, default=1, help="torch threads (default: %(default)s)")
+    mask.add_argument("--n-images", type=_at_least(1), default=32,
+                      help="test images (default: %(default)s; the default report uses 128)")
+    mask.add_argument("--square-queries", type=_at_least(1), default=1000, help="Square queries (default: %(default)s)")
+    mask.add_argument("--restarts", type=_at_least(1), default=5, help="PGD-40 random restarts (default: %(default)s)")
+    mask.add_argument("--batch-size", type=_at_least(1), default=32, help="attack batch size (default: %(default)s)")
+    mask.add_argument("--threads", type=_at_least(1), default=1, help="torch threads (default: %(default)s)")
 
     from art_diffpure.reproduce import evaluate
 

@@ -181,6 +181,14 @@ def test_bad_arguments_fail_before_any_work(args, message, tmp_path):
     assert not (tmp_path / "r").exists()
 
 
+@pytest.mark.parametrize("args, message", [(("--n-images", "0"), "--n-images: 0 is below 1"),
+                                           (("--restarts", "-2"), "--restarts: -2 is below 1")])
+def test_bad_masking_arguments_fail_before_any_work(args, message, tmp_path):
+    proc = _run("masking", *args, "--out", str(tmp_path / "m"), timeout=60)
+    assert proc.returncode == 2 and message in proc.stderr
+    assert not (tmp_path / "m").exists()
+
+
 def _leaves(obj, path=""):
     if isinstance(obj, dict):
         for k, v in obj.items():
