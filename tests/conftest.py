@@ -7,6 +7,20 @@ import torch
 
 torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
 
+#: CUDA GPUs on this machine. The only tests that may skip are those that need real CUDA hardware (every skip of
+#: the suite goes through :func:`requires_gpus`; tests/test_skips.py enforces it).
+N_GPUS = torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def requires_gpus(n: int = 1):
+    """Mark a test ``cuda`` and skip it, saying why, on a machine with fewer than ``n`` CUDA GPUs."""
+    reason = (f"hardware: needs {n} CUDA GPU{'s' if n > 1 else ''}, this machine has {N_GPUS}; it runs real CUDA "
+              f"kernels (run `pytest -m cuda` on a machine with {n} GPU{'s' if n > 1 else ''})")
+
+    def mark(test):
+        return pytest.mark.cuda(pytest.mark.skipif(N_GPUS < n, reason=reason)(test))
+    return mark
+
 
 def tiny_unet(seed: int = 0, channels: int = 1, size: int = 8, out_channels: int | None = None):
     """A ~40k-parameter diffusers UNet2DModel, deterministic in ``seed``."""

@@ -12,7 +12,9 @@ import types
 import numpy as np
 import pytest
 import torch
-from conftest import art_classifier, make_purifier, tiny_classifier, tiny_scheduler, tiny_unet
+from conftest import (
+    art_classifier, make_purifier, requires_gpus, tiny_classifier, tiny_scheduler, tiny_unet,
+)
 
 import art_diffpure.purifier as purifier_module
 from art_diffpure import DiffusionPurifier, determinism, hub, samplers
@@ -344,13 +346,9 @@ def test_from_pretrained_missing_local_path_without_offline_mode(tmp_path, monke
 
 
 # ---------------------------------------------------------------------------- GPU
-needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU on this machine")
-needs_two = pytest.mark.skipif(not torch.cuda.is_available() or torch.cuda.device_count() < 2,
-                               reason="needs two CUDA GPUs")
 
 
-@pytest.mark.cuda
-@needs_cuda
+@requires_gpus(1)
 def test_cuda_noise_stays_in_host_memory(monkeypatch):
     n, t_star = 512, 400
     purifier = DiffusionPurifier(tiny_unet(), tiny_scheduler(), t_star=t_star, seed=2, batch_size=n,
@@ -367,8 +365,7 @@ def test_cuda_noise_stays_in_host_memory(monkeypatch):
     assert all(v.device.type == "cpu" and v.is_pinned() for v, _ in purifier._noise_cache.values())
 
 
-@pytest.mark.cuda
-@needs_cuda
+@requires_gpus(1)
 def test_cuda_fresh_noise_checkpointed_gradient_is_exact(images):
     grads = []
     for checkpoint in (False, True):
@@ -380,8 +377,7 @@ def test_cuda_fresh_noise_checkpointed_gradient_is_exact(images):
     assert torch.equal(grads[0], grads[1])
 
 
-@pytest.mark.cuda
-@needs_cuda
+@requires_gpus(1)
 def test_cuda_purify_leaves_the_users_scheduler_on_the_cpu(images):
     scheduler = tiny_scheduler()
     purifier = DiffusionPurifier(tiny_unet(), scheduler, t_star=50, seed=1, device_type="gpu")
@@ -389,8 +385,7 @@ def test_cuda_purify_leaves_the_users_scheduler_on_the_cpu(images):
     assert all(v.device.type == "cpu" for v in vars(scheduler).values() if isinstance(v, torch.Tensor))
 
 
-@pytest.mark.cuda
-@needs_cuda
+@requires_gpus(1)
 def test_cpu_purifier_inside_a_gpu_classifier_warns_and_matches(images, caplog):
     purifier = make_purifier(t_star=50, seed=1)
     expected = art_classifier(tiny_classifier(), make_purifier(t_star=50, seed=1)).predict(images)
@@ -400,8 +395,7 @@ def test_cpu_purifier_inside_a_gpu_classifier_warns_and_matches(images, caplog):
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.cuda
-@needs_cuda
+@requires_gpus(1)
 def test_cuda_deterministic_reruns_are_bit_identical(images):
     grads = []
     for _ in range(2):
@@ -412,8 +406,7 @@ def test_cuda_deterministic_reruns_are_bit_identical(images):
     np.testing.assert_array_equal(grads[0], grads[1])
 
 
-@pytest.mark.cuda
-@needs_two
+@requires_gpus(2)
 def test_model_moved_off_the_callers_gpu_warns(caplog):
     with caplog.at_level(logging.WARNING, logger="art_diffpure.purifier"):
         with torch.cuda.device(0):

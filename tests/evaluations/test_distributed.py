@@ -11,6 +11,8 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import requires_gpus
+
 from art_diffpure.evaluations.distributed import merge_reports, rank_and_world, shard_indices, sharded_evaluate
 
 N, T_STAR, STEPS, BATCH = 6, 4, 3, 2
@@ -171,9 +173,7 @@ def _nccl_worker(rank: int, world: int, port: int, out: str) -> None:
         dist.destroy_process_group()
 
 
-@pytest.mark.cuda
-@pytest.mark.skipif(not torch.cuda.is_available() or torch.cuda.device_count() < 2,
-                    reason="needs two CUDA GPUs (a 2-rank NCCL run)")
+@requires_gpus(2)  # a 2-rank NCCL run, one rank per GPU
 def test_two_nccl_ranks_match_one_gpu_process(tmp_path):
     """Two NCCL ranks on two GPUs give the merged report of one process on one GPU (predictions exactly)."""
     import torch.multiprocessing as mp
