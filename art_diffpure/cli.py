@@ -69,6 +69,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     mask.add_argument("--restarts", type=_at_least(1), default=5, help="PGD-40 random restarts (default: %(default)s)")
     mask.add_argument("--batch-size", type=_at_least(1), default=32, help="attack batch size (default: %(default)s)")
     mask.add_argument("--threads", type=_at_least(1), default=1, help="torch threads (default: %(default)s)")
+    mask.add_argument("--report-only", action="store_true",
+                      help="run nothing: write the report from the finished parts, listing what is still to run")
 
     from art_diffpure.reproduce import evaluate
 
@@ -105,7 +107,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
 
         res = masking_report.run(args.out, tuple(args.samplers), n_images=args.n_images,
-                                 square_queries=args.square_queries, restarts=args.restarts, batch_size=args.batch_size)
+                                 square_queries=args.square_queries, restarts=args.restarts, batch_size=args.batch_size,
+                                 attack=not args.report_only)
         print(f"wrote {args.out}/report.md: " + ", ".join(f"{k} {v['overall']}" for k, v in res["samplers"].items()))
         return 0
     if args.command == "evaluate":

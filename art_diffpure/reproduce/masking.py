@@ -136,28 +136,47 @@ def _joined(pieces: list[dict[str, Any]]) -> dict[str, Any]:
 
 def checks_for(parts: dict[str, dict[str, Any]], nb_classes: int, square_queries: int,
                restarts: int) -> list[gm.MaskingCheck]:
-    """The checks of one sampler from its finished attacks."""
+    """The checks of one sampler whose attacks have all finished (every check needs PGD-40 and its own attacks)."""
     s = {k: v["success"] for k, v in parts.items()}
-    ref = s[f"pgd{REFERENCE_ITERATIONS}"]
-    out = [gm.check_gradient_free(ref, s[f"square{square_queries}"])]
-    out += gm.check_iterations(PGD_ITERATIONS, [s[f"pgd{k}"] for k in PGD_ITERATIONS], REFERENCE_ITERATIONS)
-    out += [gm.check_restarts(ref, s[f"restarts{restarts}"], restarts), gm.check_bpda(ref, s["bpda"]),
-            gm.check_transfer(ref, s["transfer"]), gm.check_stronger_attack(ref, s["apgd_ce_dlr"], "apgd_ce_dlr"),
-            gm.check_stronger_attack(ref, s[f"autoattack_rand_eot{AUTOATTACK_RAND_EOT}"],
-                                     f"autoattack_rand_eot{AUTOATTACK_RAND_EOT}_stochastic"),
-            gm.check_large_eps(1.0, parts["large_eps"]["robust_accuracy"], nb_classes)]
-    return out
+    ref, aa = f"pgd{REFERENCE_ITERATIONS}", f"autoattack_rand_eot{AUTOATTACK_RAND_EOT}"
+    square, many = f"square{square_queries}", f"restarts{restarts}"
+    iters = [f"pgd{k}" for k in PGD_ITERATIONS]
+    plan: list[tuple[list[str], Callable[[], list[gm.MaskingCheck]]]] = [
+        ([square], lambda: [gm.check_gradient_free(s[ref], s[square])]),
+        (iters, lambda: gm.check_iterations(PGD_ITERATIONS, [s[k] for k in iters], REFERENCE_ITERATIONS)),
+        ([many], lambda: [gm.check_restarts(s[ref], s[many], restarts)]),
+        (["bpda"], lambda: [gm.check_bpda(s[ref], s["bpda"])]),
+        (["transfer"], lambda: [gm.check_transfer(s[ref], s["transfer"])]),
+        (["apgd_ce_dlr"], lambda: [gm.check_stronger_attack(s[ref], s["apgd_ce_dlr"], "apgd_ce_dlr")]),
+        ([aa], lambda: [gm.check_stronger_attack(s[ref], s[aa], f"{aa}_stochastic")]),
+        (["large_eps"], lambda: [gm.check_large_eps(1.0, parts["large_eps"]["robust_accuracy"], nb_classes)]),
+    ]
+    return [c for needs, build in plan if all(k in s for k in [ref, *needs]) for c in build()]
+
+
+def _accuracy(result: dict[str, Any]) -> dict[str, Any]:
+    """Robust accuracy of one attack (or its finished chunks) with its Wilson 95% interval over images."""
+    from art_diffpure.evaluations.statistics import wilson_interval
+
+    adv = result.get("adv_correct")
+    if adv is None:  # an attack without per-image outcomes (none in the plan today)
+        return {"robust_accuracy": result.get("robust_accuracy"), "n": None, "interval": None}
+    ci = wilson_interval(int(np.sum(adv)), len(adv))
+    return {"robust_accuracy": float(np.mean(adv)), "n": len(adv), "interval": [ci.low, ci.high]}
 
 
 def run(out: str, samplers: tuple[str, ...] = ("ddpm",), n_images: int = 32, eps: float = 0.2, t_star: int = 100,
         square_queries: int = 1000, restarts: int = 5, batch_size: int = 32,
         make_classifier: Callable[[str, str], Any] | None = None, data: tuple[np.ndarray, np.ndarray] | None = None,
-        progress: bool = True) -> dict[str, Any]:
+        progress: bool = True, attack: bool = True) -> dict[str, Any]:
     """
     Run (or resume) the full-strength checks and write ``results.json`` and ``report.md`` to ``out``.
 
     :param make_classifier: ``(sampler, gradient) -> classifier`` (default: the embedded digits models, purifier
         seed 0); ``data``: ``(x, y)`` (default: the first ``n_images`` of the digits test split).
+    :param attack: ``False`` runs nothing: the report is written from the finished parts alone, a check only where
+        all its attacks have finished, and every attack (or chunk) still to run is listed as pending (the state of
+        a long run, for a reader; the same command with ``attack=True`` later completes it).
     """
     from art_diffpure.models import digits as embedded
     from art_diffpure.models.data import load_digits_split
@@ -175,24 +194,35 @@ def run(out: str, samplers: tuple[str, ...] = ("ddpm",), n_images: int = 32, eps
     t0 = time.perf_counter()
     results: dict[str, Any] = {"settings": settings, "samplers": {}}
     for sampler in samplers:
-        parts: dict[str, dict[str, Any]] = {}
+        parts: dict[str, dict[str, Any]] = {}  # finished attacks: the checks' inputs
+        shown: dict[str, dict[str, Any]] = {}  # finished attacks and finished chunks of unfinished ones
+        pending: list[str] = []
         for name, kw in attack_plan(eps, square_queries, restarts):
             chunk = int(kw.get("chunk") or len(x))
-            pieces = []
+            pieces, missing = [], 0
             for i0 in range(0, len(x), chunk):  # a long attack in chunks of images, each its own resumable part
                 i1 = min(i0 + chunk, len(x))
                 label, file = (name, name) if chunk >= len(x) else (f"{name} images {i0}-{i1 - 1}",
                                                                    f"{name}__{i0:04d}-{i1 - 1:04d}")
+                path = os.path.join(out, "parts", f"{sampler}__{file}.json")
+                if not attack and not os.path.exists(path):
+                    pending.append(label)
+                    missing += 1
+                    continue
                 key = [sampler, name, kw, settings, data_hash] + ([i0, i1] if chunk < len(x) else [])
-                pieces.append(_part(os.path.join(out, "parts", f"{sampler}__{file}.json"), key,
-                                    lambda: run_attack(name, kw, lambda g: make_classifier(sampler, g), x[i0:i1],
-                                                       y[i0:i1], batch_size, first_image=i0),
+                pieces.append(_part(path, key, lambda: run_attack(name, kw, lambda g: make_classifier(sampler, g),
+                                                                  x[i0:i1], y[i0:i1], batch_size, first_image=i0),
                                     f"{sampler} {label}", progress))
-            parts[name] = pieces[0] if len(pieces) == 1 else _joined(pieces)
+            if pieces:
+                shown[name] = pieces[0] if len(pieces) == 1 and not missing else _joined(pieces)
+                if not missing:
+                    parts[name] = shown[name]
         checks = checks_for(parts, 10, square_queries, restarts)
-        results["samplers"][sampler] = {"checks": [c.to_dict() for c in checks], "overall": gm.overall(checks),
-                                        "robust_accuracy": {k: v.get("robust_accuracy") for k, v in parts.items()},
-                                        "wall_time_s": {k: v["wall_time_s"] for k, v in parts.items()}}
+        results["samplers"][sampler] = {
+            "checks": [c.to_dict() for c in checks], "overall": gm.overall(checks) if not pending else "incomplete",
+            "overall_of_finished_checks": gm.overall(checks), "pending": pending, "robust_accuracy": {k: v.get("robust_accuracy") for k, v in shown.items()},
+            "accuracy": {k: _accuracy(v) for k, v in shown.items()},
+            "wall_time_s": {k: v["wall_time_s"] for k, v in shown.items()}}
     results["wall_time_s_this_run"] = time.perf_counter() - t0
     results["wall_time_s_all_parts"] = sum(sum(v["wall_time_s"].values()) for v in results["samplers"].values())
     _atomic_json(os.path.join(out, "results.json"), results)
@@ -207,18 +237,29 @@ def markdown(r: dict[str, Any]) -> str:
     lines = ["# Gradient-masking checks at full strength", "",
              f"Embedded digits models, aligned (fixed) randomness, Linf eps = {s['eps']}, t* = {s['t_star']}, "
              f"{s['n_images']} test images, PGD step eps/30 (the paper's), Square {s['square_queries']} queries, "
-             f"{s['restarts']} restarts, AutoAttack's APGD-CE + APGD-DLR with 100 iterations each (ART's). "
+             f"{s['restarts']} restarts, AutoAttack's APGD-CE + APGD-DLR with 100 iterations each (ART's), and "
+             f"AutoAttack-rand (the same with EOT over {AUTOATTACK_RAND_EOT} draws) against the stochastic defence. "
              f"Thresholds fixed in `art_diffpure/evaluations/gradient_masking.py` before the run: a second attack may break at "
              f"most max(1, 5% of n) images the reference PGD-40 leaves robust. Compute time of all attacks: "
              f"{r['wall_time_s_all_parts'] / 60:.1f} min (one process, summed over resumed runs).", ""]
     for sampler, res in r["samplers"].items():
-        lines += [f"## {sampler}: {res['overall']}", "", "| check | verdict | threshold | numbers |", "|---|---|---|---|"]
+        so_far = res["overall_of_finished_checks"] if res["checks"] else "none finished"
+        title = res["overall"] if not res["pending"] else (
+            f"incomplete ({len(res['pending'])} attacks or chunks not yet run; checks so far: {so_far})")
+        lines += [f"## {sampler}: {title}", ""]
+        if res["checks"]:
+            lines += ["| check | verdict | threshold | numbers |", "|---|---|---|---|"]
         for c in res["checks"]:
             nums = ", ".join(f"{k}={_fmt(v)}" for k, v in c["numbers"].items())
             lines.append(f"| {c['name']} | {c['verdict']} | {c['threshold']} | {nums} |")
-        lines += ["", "Robust accuracy per attack: " + ", ".join(
-            f"{k} {v:.3f}" for k, v in res["robust_accuracy"].items() if v is not None), ""]
-        lines += [f"- {c['name']}: {c['explanation']}" for c in res["checks"]] + [""]
+        if res["accuracy"]:
+            lines += ["", "| attack | images | robust accuracy [Wilson 95%] | compute (s) |", "|---|---|---|---|"]
+        for k, a in res["accuracy"].items():
+            ci = f" [{100 * a['interval'][0]:.1f}, {100 * a['interval'][1]:.1f}]" if a["interval"] else ""
+            lines.append(f"| {k} | {a['n']} | {100 * a['robust_accuracy']:.1f}%{ci} | {res['wall_time_s'][k]:.0f} |")
+        if res["pending"]:
+            lines += ["", "Not yet run (the same command resumes): " + ", ".join(res["pending"]) + "."]
+        lines += [""] + [f"- {c['name']}: {c['explanation']}" for c in res["checks"]] + [""]
     return "\n".join(lines)
 
 

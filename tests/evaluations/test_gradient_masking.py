@@ -214,3 +214,33 @@ def test_a_chunked_attack_is_saved_per_chunk_and_joined_in_image_order(tmp_path,
     calls.clear()
     masking_report.run(str(tmp_path), **kwargs)
     assert calls == [("autoattack_rand_eot20", 3, 3)]
+
+
+def test_report_only_shows_finished_parts_and_lists_what_is_pending(tmp_path, monkeypatch):
+    """``attack=False`` (``--report-only``) runs nothing: checks only where all their attacks finished."""
+    monkeypatch.setattr(masking_report, "AUTOATTACK_RAND_CHUNK", 2)
+    x, y = np.zeros((4, 1, 8, 8), np.float32), np.zeros(4, np.int64)
+
+    def fake(name, kw, make, x, y, batch_size, first_image=0):
+        adv = [name != "pgd200"] * len(x)  # PGD-200 breaks every image PGD-40 leaves robust
+        return {"adv_correct": adv, "success": [not a for a in adv], "robust_accuracy": float(np.mean(adv))}
+
+    monkeypatch.setattr(masking_report, "run_attack", fake)
+    kwargs = dict(samplers=("ddpm",), n_images=4, square_queries=5, restarts=2, make_classifier=lambda s, g: None,
+                  data=(x, y), progress=False)
+    masking_report.run(str(tmp_path), **kwargs)
+    for f in ("ddpm__square5.json", "ddpm__autoattack_rand_eot20__0002-0003.json"):
+        os.remove(tmp_path / "parts" / f)
+    monkeypatch.setattr(masking_report, "run_attack", lambda *a, **k: pytest.fail("report-only attacked"))
+    res = masking_report.run(str(tmp_path), attack=False, **kwargs)["samplers"]["ddpm"]
+    names = {c["name"] for c in res["checks"]}
+    assert "gradient_free_attack" not in names and "stronger_attack_autoattack_rand_eot20_stochastic" not in names
+    assert {"pgd_converged", "bpda_vs_full", "large_eps"} <= names
+    assert res["pending"] == ["square5", "autoattack_rand_eot20 images 2-3"]
+    assert res["overall"] == "incomplete" and res["overall_of_finished_checks"] == "warn"
+    assert res["accuracy"]["autoattack_rand_eot20"]["n"] == 2  # the finished chunk, shown with its n
+    low, high = res["accuracy"]["pgd200"]["interval"]
+    assert res["accuracy"]["pgd200"]["robust_accuracy"] == 0.0 and low == 0.0 and 0.4 < high < 0.6  # Wilson, n = 4
+    report = open(tmp_path / "report.md").read()
+    assert "incomplete (2 attacks or chunks not yet run; checks so far: warn)" in report
+    assert "square5, autoattack_rand_eot20 images 2-3" in report
