@@ -14,7 +14,7 @@ import hashlib
 import json
 import os
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -154,6 +154,48 @@ def checks_for(parts: dict[str, dict[str, Any]], nb_classes: int, square_queries
     return [c for needs, build in plan if all(k in s for k in [ref, *needs]) for c in build()]
 
 
+def aligned_at_eps(eps: float, square_queries: int, restarts: int) -> list[str]:
+    """The plan's attacks on the aligned purifier at the run's eps (all but large eps and AutoAttack-rand)."""
+    return [name for name, kw in attack_plan(eps, square_queries, restarts)
+            if kw["eps"] == eps and not name.startswith("autoattack_rand")]
+
+
+def worst_case(parts: dict[str, dict[str, Any]], aligned: Sequence[str]) -> dict[str, Any] | None:
+    """Robust only if every one of the ``aligned`` attacks left the image robust (None until all have finished)."""
+    if not all(k in parts for k in aligned):
+        return None
+    adv = np.all([parts[k]["adv_correct"] for k in aligned], axis=0)
+    return dict(_accuracy({"adv_correct": adv.tolist()}), adv_correct=adv.tolist(), attacks=list(aligned))
+
+
+def comparisons_for(parts: dict[str, dict[str, Any]], aligned: Sequence[str]) -> list[dict[str, Any]]:
+    """
+    Paired comparisons on the same images (difference with its paired bootstrap interval, exact McNemar): the
+    stochastic AutoAttack-rand against the same attack with aligned randomness (APGD-CE + APGD-DLR), against
+    aligned PGD-40 (the paper's protocol), and against the worst case over the ``aligned`` attacks (an image counts
+    as robust only if it survives each of them; only once all have finished).
+    """
+    from art_diffpure.evaluations.statistics import paired_difference
+
+    aa = f"autoattack_rand_eot{AUTOATTACK_RAND_EOT}"
+    worst = worst_case(parts, aligned)
+    sides = {f"{aa} (stochastic)": parts.get(aa), "apgd_ce_dlr (aligned)": parts.get("apgd_ce_dlr"),
+             f"pgd{REFERENCE_ITERATIONS} (aligned)": parts.get(f"pgd{REFERENCE_ITERATIONS}"),
+             "worst case over the aligned attacks": worst}
+    out = []
+    a_name = f"{aa} (stochastic)"
+    for b_name in list(sides)[1:]:
+        a, b = sides[a_name], sides[b_name]
+        if a is None or b is None:
+            continue
+        d = paired_difference(a["adv_correct"], b["adv_correct"])
+        out.append({"a": a_name, "b": b_name, "accuracy_a": d.accuracy_a, "accuracy_b": d.accuracy_b,
+                    "difference": d.difference.estimate, "interval": [d.difference.low, d.difference.high],
+                    "only_a_robust": d.test.b, "only_b_robust": d.test.c, "mcnemar_p": d.test.p_value,
+                    "n": d.n_images})
+    return out
+
+
 def _accuracy(result: dict[str, Any]) -> dict[str, Any]:
     """Robust accuracy of one attack (or its finished chunks) with its Wilson 95% interval over images."""
     from art_diffpure.evaluations.statistics import wilson_interval
@@ -218,9 +260,11 @@ def run(out: str, samplers: tuple[str, ...] = ("ddpm",), n_images: int = 32, eps
                 if not missing:
                     parts[name] = shown[name]
         checks = checks_for(parts, 10, square_queries, restarts)
+        aligned = aligned_at_eps(eps, square_queries, restarts)
         results["samplers"][sampler] = {
             "checks": [c.to_dict() for c in checks], "overall": gm.overall(checks) if not pending else "incomplete",
-            "overall_of_finished_checks": gm.overall(checks), "pending": pending, "robust_accuracy": {k: v.get("robust_accuracy") for k, v in shown.items()},
+            "overall_of_finished_checks": gm.overall(checks), "pending": pending,
+            "comparisons": comparisons_for(parts, aligned), "worst_case_aligned": worst_case(parts, aligned), "robust_accuracy": {k: v.get("robust_accuracy") for k, v in shown.items()},
             "accuracy": {k: _accuracy(v) for k, v in shown.items()},
             "wall_time_s": {k: v["wall_time_s"] for k, v in shown.items()}}
     results["wall_time_s_this_run"] = time.perf_counter() - t0
@@ -257,6 +301,19 @@ def markdown(r: dict[str, Any]) -> str:
         for k, a in res["accuracy"].items():
             ci = f" [{100 * a['interval'][0]:.1f}, {100 * a['interval'][1]:.1f}]" if a["interval"] else ""
             lines.append(f"| {k} | {a['n']} | {100 * a['robust_accuracy']:.1f}%{ci} | {res['wall_time_s'][k]:.0f} |")
+        w = res["worst_case_aligned"]
+        if w:
+            lines.append(f"| worst case over the {len(w['attacks'])} aligned attacks at eps | {w['n']} | "
+                         f"{100 * w['robust_accuracy']:.1f}% [{100 * w['interval'][0]:.1f}, "
+                         f"{100 * w['interval'][1]:.1f}] | – |")
+        if res["comparisons"]:
+            lines += ["", "Paired on the same images (difference A - B in points, paired bootstrap 95% interval; "
+                      "exact McNemar):", "", "| A | B | A | B | A - B | robust only under A / B | p |",
+                      "|---|---|---|---|---|---|---|"]
+        for c in res["comparisons"]:
+            lines.append(f"| {c['a']} | {c['b']} | {100 * c['accuracy_a']:.1f}% | {100 * c['accuracy_b']:.1f}% | "
+                         f"{100 * c['difference']:+.1f} [{100 * c['interval'][0]:+.1f}, {100 * c['interval'][1]:+.1f}] "
+                         f"| {c['only_a_robust']} / {c['only_b_robust']} | {c['mcnemar_p']:.2g} |")
         if res["pending"]:
             lines += ["", "Not yet run (the same command resumes): " + ", ".join(res["pending"]) + "."]
         lines += [""] + [f"- {c['name']}: {c['explanation']}" for c in res["checks"]] + [""]
@@ -271,4 +328,5 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
-__all__ = ["PGD_ITERATIONS", "attack_plan", "checks_for", "markdown", "run", "run_attack"]
+__all__ = ["PGD_ITERATIONS", "aligned_at_eps", "attack_plan", "checks_for", "comparisons_for", "markdown", "run",
+           "run_attack"]

@@ -210,6 +210,10 @@ def test_a_chunked_attack_is_saved_per_chunk_and_joined_in_image_order(tmp_path,
     assert files == ["ddpm__autoattack_rand_eot20__0000-0002.json", "ddpm__autoattack_rand_eot20__0003-0005.json",
                      "ddpm__autoattack_rand_eot20__0006-0006.json"]
     assert res["samplers"]["ddpm"]["robust_accuracy"]["autoattack_rand_eot20"] == pytest.approx(4 / 7)
+    comparisons = res["samplers"]["ddpm"]["comparisons"]  # every attack left the same images robust here
+    assert [c["b"] for c in comparisons] == ["apgd_ce_dlr (aligned)", "pgd40 (aligned)",
+                                             "worst case over the aligned attacks"]
+    assert all(c["difference"] == 0 and c["mcnemar_p"] == 1 and c["n"] == 7 for c in comparisons)
     os.remove(tmp_path / "parts" / files[1])  # an interrupted run: only the missing chunk is attacked again
     calls.clear()
     masking_report.run(str(tmp_path), **kwargs)
@@ -228,7 +232,13 @@ def test_report_only_shows_finished_parts_and_lists_what_is_pending(tmp_path, mo
     monkeypatch.setattr(masking_report, "run_attack", fake)
     kwargs = dict(samplers=("ddpm",), n_images=4, square_queries=5, restarts=2, make_classifier=lambda s, g: None,
                   data=(x, y), progress=False)
-    masking_report.run(str(tmp_path), **kwargs)
+    full = masking_report.run(str(tmp_path), **kwargs)["samplers"]["ddpm"]
+    worst = full["worst_case_aligned"]  # PGD-200 broke every image: nothing survives all the aligned attacks
+    assert worst["robust_accuracy"] == 0 and worst["n"] == 4 and len(worst["attacks"]) == 9
+    assert "square5" in worst["attacks"] and "large_eps" not in worst["attacks"]
+    vs_worst = full["comparisons"][-1]  # AutoAttack-rand left all 4 robust, the worst case none: 4 discordant
+    assert (vs_worst["difference"], vs_worst["only_a_robust"], vs_worst["only_b_robust"]) == (1.0, 4, 0)
+    assert vs_worst["mcnemar_p"] == pytest.approx(0.125)
     for f in ("ddpm__square5.json", "ddpm__autoattack_rand_eot20__0002-0003.json"):
         os.remove(tmp_path / "parts" / f)
     monkeypatch.setattr(masking_report, "run_attack", lambda *a, **k: pytest.fail("report-only attacked"))
@@ -239,6 +249,7 @@ def test_report_only_shows_finished_parts_and_lists_what_is_pending(tmp_path, mo
     assert res["pending"] == ["square5", "autoattack_rand_eot20 images 2-3"]
     assert res["overall"] == "incomplete" and res["overall_of_finished_checks"] == "warn"
     assert res["accuracy"]["autoattack_rand_eot20"]["n"] == 2  # the finished chunk, shown with its n
+    assert res["worst_case_aligned"] is None and res["comparisons"] == []  # they wait for all their attacks
     low, high = res["accuracy"]["pgd200"]["interval"]
     assert res["accuracy"]["pgd200"]["robust_accuracy"] == 0.0 and low == 0.0 and 0.4 < high < 0.6  # Wilson, n = 4
     report = open(tmp_path / "report.md").read()
