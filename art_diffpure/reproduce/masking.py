@@ -178,18 +178,16 @@ def comparisons_for(parts: dict[str, dict[str, Any]], aligned: Sequence[str]) ->
     from art_diffpure.evaluations.statistics import paired_difference
 
     aa = f"autoattack_rand_eot{AUTOATTACK_RAND_EOT}"
-    worst = worst_case(parts, aligned)
-    sides = {f"{aa} (stochastic)": parts.get(aa), "apgd_ce_dlr (aligned)": parts.get("apgd_ce_dlr"),
-             f"pgd{REFERENCE_ITERATIONS} (aligned)": parts.get(f"pgd{REFERENCE_ITERATIONS}"),
-             "worst case over the aligned attacks": worst}
+    stochastic = parts.get(aa)
+    against = {"apgd_ce_dlr (aligned)": parts.get("apgd_ce_dlr"),
+               f"pgd{REFERENCE_ITERATIONS} (aligned)": parts.get(f"pgd{REFERENCE_ITERATIONS}"),
+               "worst case over the aligned attacks": worst_case(parts, aligned)}
     out = []
-    a_name = f"{aa} (stochastic)"
-    for b_name in list(sides)[1:]:
-        a, b = sides[a_name], sides[b_name]
-        if a is None or b is None:
+    for b_name, b in against.items():
+        if stochastic is None or b is None:
             continue
-        d = paired_difference(a["adv_correct"], b["adv_correct"])
-        out.append({"a": a_name, "b": b_name, "accuracy_a": d.accuracy_a, "accuracy_b": d.accuracy_b,
+        d = paired_difference(stochastic["adv_correct"], b["adv_correct"])
+        out.append({"a": f"{aa} (stochastic)", "b": b_name, "accuracy_a": d.accuracy_a, "accuracy_b": d.accuracy_b,
                     "difference": d.difference.estimate, "interval": [d.difference.low, d.difference.high],
                     "only_a_robust": d.test.b, "only_b_robust": d.test.c, "mcnemar_p": d.test.p_value,
                     "n": d.n_images})
