@@ -60,7 +60,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     rep = sub.add_parser("reproduce", help="run the paper's experiments and write a report directory")
     _reproduce_args(rep)
 
-    mask = sub.add_parser("masking", help="the gradient-masking checks at full strength (digits, resumable)")
+    mask = sub.add_parser("masking", help="the gradient-masking checks at full strength (digits, resumable; "
+                          "several processes on one --out split the work)")
     mask.add_argument("--out", default="art-diffpure-masking", help="report directory (default: %(default)s)")
     mask.add_argument("--samplers", nargs="+", default=["ddpm"], choices=["ddpm", "reverse", "ddim"])
     mask.add_argument("--n-images", type=_at_least(1), default=32,

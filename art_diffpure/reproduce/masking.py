@@ -7,9 +7,13 @@ from the undefended classifier, AutoAttack's APGD-CE + APGD-DLR (100 iterations 
 PGD-40 at a budget of the whole input range; :mod:`art_diffpure.evaluations.gradient_masking` turns the per-image
 outcomes into checks. Every finished attack is written to ``<out>/parts/`` atomically with a fingerprint of its
 settings, so an interrupted run resumes where it stopped; ``results.json`` and ``report.md`` come last.
+Several processes may run the same command on one ``out`` (one per core): each claims a part while it runs it
+(:func:`~art_diffpure.reproduce.store.claimed`) and the others skip it; the last to finish writes the complete
+report (or rerun with ``--report-only``).
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -21,6 +25,7 @@ import numpy as np
 from art_diffpure.evaluations import gradient_masking as gm
 from art_diffpure.evaluations.pgd import run_pgd, undefended
 from art_diffpure.randomness import numpy_seeded as seeded_numpy
+from art_diffpure.reproduce.store import atomic_write, claimed, fingerprint
 
 PGD_ITERATIONS = (10, 40, 100, 200)
 REFERENCE_ITERATIONS = 40
@@ -34,12 +39,7 @@ AUTOATTACK_RAND_CHUNK = 16
 
 
 def _atomic_json(path: str, obj: Any) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=1, sort_keys=True)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(obj, indent=1, sort_keys=True).encode())
 
 
 def attack_plan(eps: float, square_queries: int, restarts: int) -> list[tuple[str, dict[str, Any]]]:
@@ -105,12 +105,12 @@ def run_attack(name: str, kw: dict[str, Any], make: Callable[[str], Any], x: np.
 
 def _part(path: str, key: list, compute: Callable[[], dict[str, Any]], label: str, progress: bool) -> dict[str, Any]:
     """One finished attack (or chunk of one) from ``path`` if its fingerprint matches ``key``; else run and save it."""
-    fingerprint = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+    fp = fingerprint(key)
     sampler, name, kw = key[:3]
     if os.path.exists(path):
         with open(path) as f:
             saved = json.load(f)
-        if saved["fingerprint"] != fingerprint:
+        if saved["fingerprint"] != fp:
             raise RuntimeError(f"{path} was made with other settings; use another --out or delete it")
         if progress:
             print(f"[masking] {label}: found in {path}", flush=True)
@@ -118,7 +118,7 @@ def _part(path: str, key: list, compute: Callable[[], dict[str, Any]], label: st
     t = time.perf_counter()
     result = {k: v for k, v in compute().items() if k != "x_adv"}
     result["wall_time_s"] = time.perf_counter() - t
-    _atomic_json(path, {"fingerprint": fingerprint, "sampler": sampler, "attack": name, "settings": kw,
+    _atomic_json(path, {"fingerprint": fp, "sampler": sampler, "attack": name, "settings": kw,
                         "result": result})
     if progress:
         print(f"[masking] {label}: robust {result.get('robust_accuracy', float('nan')):.3f} "
@@ -250,9 +250,18 @@ def run(out: str, samplers: tuple[str, ...] = ("ddpm",), n_images: int = 32, eps
                     missing += 1
                     continue
                 key = [sampler, name, kw, settings, data_hash] + ([i0, i1] if chunk < len(x) else [])
-                pieces.append(_part(path, key, lambda: run_attack(name, kw, lambda g: make_classifier(sampler, g),
-                                                                  x[i0:i1], y[i0:i1], batch_size, first_image=i0),
-                                    f"{sampler} {label}", progress))
+                # processes sharing ``out`` split the missing parts between them: one claims a part while it runs
+                with claimed(path) if not os.path.exists(path) else contextlib.nullcontext() as holder:
+                    if holder is not None:
+                        if progress:
+                            print(f"[masking] {sampler} {label}: running in process {holder.get('pid')} on "
+                                  f"{holder.get('host')}, skipped", flush=True)
+                        pending.append(label)
+                        missing += 1
+                        continue
+                    pieces.append(_part(path, key, lambda: run_attack(
+                        name, kw, lambda g: make_classifier(sampler, g), x[i0:i1], y[i0:i1], batch_size,
+                        first_image=i0), f"{sampler} {label}", progress))
             if pieces:
                 shown[name] = pieces[0] if len(pieces) == 1 and not missing else _joined(pieces)
                 if not missing:

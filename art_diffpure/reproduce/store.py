@@ -10,6 +10,7 @@ one.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -17,9 +18,10 @@ import pickle
 import re
 import shutil
 import signal
-from typing import Any
+import socket
+from typing import Any, Iterator
 
-__all__ = ["RunMismatch", "RunStore", "atomic_write", "fingerprint"]
+__all__ = ["RunMismatch", "RunStore", "atomic_write", "claimed", "fingerprint"]
 
 MANIFEST = "run.json"
 PARTS = "parts"
@@ -62,6 +64,64 @@ def atomic_write(path: str, data: bytes) -> None:
             os.close(fd)
     except OSError:  # pragma: no cover - platforms without directory fsync
         pass
+
+
+def _alive(holder: dict[str, Any]) -> bool:
+    """Whether the process that wrote a claim may still run (one on another host is assumed to)."""
+    if holder.get("host") != socket.gethostname():
+        return True
+    pid = int(holder.get("pid", -1))
+    if pid == os.getpid() or pid <= 0:  # our own leftover (or a malformed claim): not a live rival
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+@contextlib.contextmanager
+def claimed(path: str) -> Iterator[dict[str, Any] | None]:
+    """
+    Claim the unit of work at ``path`` while this process computes it, so that processes sharing one output
+    directory split the units instead of repeating them (``<path>.claim``, created exclusively).
+
+    Yields ``None`` when this process holds the claim (released on exit, error included), else the holder
+    (``{"host", "pid"}``) of a live claim. A claim whose process has died on this host is taken over; one made on
+    another host is respected until its file is deleted. Two processes taking over the same dead claim at once
+    may both compute the unit: units are deterministic, so that costs time, not correctness.
+    """
+    claim = f"{path}.claim"
+    me = {"host": socket.gethostname(), "pid": os.getpid()}
+    holder: dict[str, Any] | None = None
+    for _ in range(2):
+        try:
+            fd = os.open(claim, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            try:
+                with open(claim) as f:
+                    holder = json.load(f)
+            except (OSError, ValueError):  # being written by its maker this instant, or already released
+                holder = {"host": "?", "pid": -1}
+                if not os.path.exists(claim):
+                    continue
+            if _alive(holder):
+                yield holder
+                return
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(claim)
+            continue
+        with os.fdopen(fd, "w") as f:
+            json.dump(me, f)
+        try:
+            yield None
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(claim)
+        return
+    yield holder
 
 
 def _flat(obj: Any, prefix: str = "") -> dict[str, Any]:

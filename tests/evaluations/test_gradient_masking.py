@@ -255,3 +255,53 @@ def test_report_only_shows_finished_parts_and_lists_what_is_pending(tmp_path, mo
     report = open(tmp_path / "report.md").read()
     assert "incomplete (2 attacks or chunks not yet run; checks so far: warn)" in report
     assert "square5, autoattack_rand_eot20 images 2-3" in report
+
+
+_WORKER = r'''
+import json, os, sys, time
+import numpy as np
+from art_diffpure.reproduce import masking as masking_report
+
+out, me, other = sys.argv[1], sys.argv[2], sys.argv[3]
+masking_report.AUTOATTACK_RAND_CHUNK = 1
+ran = []
+
+def fake(name, kw, make, x, y, batch_size, first_image=0):
+    ran.append(f"{name}@{first_image}")
+    time.sleep(0.2)
+    adv = [(first_image + i) % 2 == 0 for i in range(len(x))]
+    return {"adv_correct": adv, "success": [not a for a in adv], "robust_accuracy": float(np.mean(adv))}
+
+masking_report.run_attack = fake
+open(os.path.join(out, me + ".ready"), "w").close()
+while not os.path.exists(os.path.join(out, other + ".ready")):  # start together
+    time.sleep(0.01)
+x, y = np.zeros((6, 1, 8, 8), np.float32), np.zeros(6, np.int64)
+res = masking_report.run(out, samplers=("ddpm",), n_images=6, square_queries=5, restarts=2,
+                         make_classifier=lambda s, g: None, data=(x, y), progress=False)
+print(json.dumps({"ran": ran, "pending": res["samplers"]["ddpm"]["pending"]}))
+'''
+
+
+def test_processes_sharing_an_output_directory_split_the_parts(tmp_path, monkeypatch):
+    """Two processes on one ``--out`` each claim a part while they run it: every part runs exactly once."""
+    import subprocess
+    import sys
+
+    procs = [subprocess.Popen([sys.executable, "-c", _WORKER, str(tmp_path), me, other], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for me, other in (("a", "b"), ("b", "a"))]
+    outs = []
+    for p in procs:
+        stdout, stderr = p.communicate(timeout=300)
+        assert p.returncode == 0, stderr
+        outs.append(json.loads(stdout.strip().splitlines()[-1]))
+    ran_a, ran_b = (set(o["ran"]) for o in outs)
+    assert ran_a and ran_b and not ran_a & ran_b  # both worked, nothing twice
+    assert len(ran_a | ran_b) == 10 + 6  # 10 attacks, AutoAttack-rand in 6 one-image chunks
+    assert not [f for f in os.listdir(tmp_path / "parts") if f.endswith(".claim")]
+    monkeypatch.setattr(masking_report, "AUTOATTACK_RAND_CHUNK", 1)  # the finished directory, read back
+    x, y = np.zeros((6, 1, 8, 8), np.float32), np.zeros(6, np.int64)
+    res = masking_report.run(str(tmp_path), samplers=("ddpm",), n_images=6, square_queries=5, restarts=2,
+                             make_classifier=lambda s, g: None, data=(x, y), progress=False, attack=False)
+    assert res["samplers"]["ddpm"]["pending"] == [] and res["samplers"]["ddpm"]["overall"] != "incomplete"
+    assert res["samplers"]["ddpm"]["robust_accuracy"]["autoattack_rand_eot20"] == pytest.approx(0.5)

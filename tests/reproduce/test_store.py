@@ -1,13 +1,16 @@
-"""The run store: finished units survive a kill, other settings are refused, nothing half-written is read."""
+"""The run store: finished units survive a kill, other settings are refused, nothing half-written is read,
+and processes sharing a directory split its units by claims."""
+import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 
 import numpy as np
 import pytest
 
-from art_diffpure.reproduce.store import KILL_DURING_WRITE_ENV, RunMismatch, RunStore
+from art_diffpure.reproduce.store import KILL_DURING_WRITE_ENV, RunMismatch, RunStore, claimed
 
 SETTINGS = {"preset": "digits", "sizes": {"n_images": 8, "seeds": [0, 1]}}
 
@@ -52,3 +55,39 @@ def test_a_kill_during_a_write_leaves_the_old_state(tmp_path):
     store = RunStore(str(tmp_path), {"a": 1})  # resumes: the temporary file is removed, 'first' is kept
     assert store.finished() == ["first"] and store.load("first") == (list(range(1000)), 1.0)
     assert not [p for p in os.listdir(tmp_path / "parts") if ".tmp" in p]
+
+
+# ------------------------------------------------------------------------------------- claims (several processes)
+def _write_claim(path, host, pid):
+    with open(f"{path}.claim", "w") as f:
+        json.dump({"host": host, "pid": pid}, f)
+
+
+def test_a_claim_is_exclusive_and_released_also_on_error(tmp_path):
+    unit = str(tmp_path / "unit.json")
+    with claimed(unit) as holder:
+        assert holder is None and os.path.exists(unit + ".claim")
+        rival = subprocess.run([sys.executable, "-c", "import sys; from art_diffpure.reproduce.store import claimed\n"
+                                f"with claimed({unit!r}) as h: print(h['pid'])"], capture_output=True, text=True)
+        assert rival.returncode == 0, rival.stderr
+        assert int(rival.stdout) == os.getpid()  # another process sees this one's live claim
+    assert not os.path.exists(unit + ".claim")
+    with pytest.raises(ValueError), claimed(unit):
+        raise ValueError
+    assert not os.path.exists(unit + ".claim")
+
+
+def test_a_dead_processs_claim_is_taken_over_and_a_live_or_foreign_one_respected(tmp_path):
+    unit = str(tmp_path / "unit.json")
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    _write_claim(unit, socket.gethostname(), dead.pid)
+    with claimed(unit) as holder:
+        assert holder is None and json.load(open(unit + ".claim"))["pid"] == os.getpid()
+    _write_claim(unit, socket.gethostname(), os.getppid())  # alive on this host
+    with claimed(unit) as holder:
+        assert holder == {"host": socket.gethostname(), "pid": os.getppid()}
+    assert os.path.exists(unit + ".claim")  # someone else's claim is left alone
+    _write_claim(unit, "another-host", dead.pid)  # cannot be checked from here: respected
+    with claimed(unit) as holder:
+        assert holder["host"] == "another-host"
