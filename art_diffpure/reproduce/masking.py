@@ -271,7 +271,8 @@ def run(out: str, samplers: tuple[str, ...] = ("ddpm",), n_images: int = 32, eps
         results["samplers"][sampler] = {
             "checks": [c.to_dict() for c in checks], "overall": gm.overall(checks) if not pending else "incomplete",
             "overall_of_finished_checks": gm.overall(checks), "pending": pending,
-            "comparisons": comparisons_for(parts, aligned), "worst_case_aligned": worst_case(parts, aligned), "robust_accuracy": {k: v.get("robust_accuracy") for k, v in shown.items()},
+            "comparisons": comparisons_for(parts, aligned), "worst_case_aligned": worst_case(parts, aligned),
+            "robust_accuracy": {k: v.get("robust_accuracy") for k, v in shown.items()},
             "accuracy": {k: _accuracy(v) for k, v in shown.items()},
             "wall_time_s": {k: v["wall_time_s"] for k, v in shown.items()}}
     results["wall_time_s_this_run"] = time.perf_counter() - t0
@@ -292,7 +293,7 @@ def markdown(r: dict[str, Any]) -> str:
              f"AutoAttack-rand (the same with EOT over {AUTOATTACK_RAND_EOT} draws) against the stochastic defence. "
              f"Thresholds fixed in `art_diffpure/evaluations/gradient_masking.py` before the run: a second attack may break at "
              f"most max(1, 5% of n) images the reference PGD-40 leaves robust. Compute time of all attacks: "
-             f"{r['wall_time_s_all_parts'] / 60:.1f} min (one process, summed over resumed runs).", ""]
+             f"{r['wall_time_s_all_parts'] / 60:.1f} min (summed over the parts, whichever run or process made them).", ""]
     for sampler, res in r["samplers"].items():
         so_far = res["overall_of_finished_checks"] if res["checks"] else "none finished"
         title = res["overall"] if not res["pending"] else (
