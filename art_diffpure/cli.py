@@ -104,8 +104,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         import torch
 
         from art_diffpure.reproduce import masking as masking_report
+        from art_diffpure.reproduce.store import exit_cleanly_on_sigterm
 
         torch.set_num_threads(args.threads)
+        exit_cleanly_on_sigterm()  # a stopped worker releases its claim at once
 
         res = masking_report.run(args.out, tuple(args.samplers), n_images=args.n_images,
                                  square_queries=args.square_queries, restarts=args.restarts, batch_size=args.batch_size,

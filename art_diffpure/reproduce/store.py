@@ -21,7 +21,7 @@ import signal
 import socket
 from typing import Any, Iterator
 
-__all__ = ["RunMismatch", "RunStore", "atomic_write", "claimed", "fingerprint"]
+__all__ = ["RunMismatch", "RunStore", "atomic_write", "claimed", "exit_cleanly_on_sigterm", "fingerprint"]
 
 MANIFEST = "run.json"
 PARTS = "parts"
@@ -122,6 +122,18 @@ def claimed(path: str) -> Iterator[dict[str, Any] | None]:
                 os.remove(claim)
         return
     yield holder
+
+
+def exit_cleanly_on_sigterm() -> None:
+    """
+    Make SIGTERM (``kill``, a job scheduler's stop) exit like Ctrl-C does, through ``finally`` blocks and context
+    managers, so that this process's claims are released and its half-written temporary files removed (the
+    default action ends the process at once and leaves its claims for the next run to take over).
+    """
+    def _exit(signum: int, frame: Any) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, _exit)
 
 
 def _flat(obj: Any, prefix: str = "") -> dict[str, Any]:

@@ -91,3 +91,18 @@ def test_a_dead_processs_claim_is_taken_over_and_a_live_or_foreign_one_respected
     _write_claim(unit, "another-host", dead.pid)  # cannot be checked from here: respected
     with claimed(unit) as holder:
         assert holder["host"] == "another-host"
+
+
+def test_sigterm_releases_the_claim_when_asked_to(tmp_path):
+    unit = str(tmp_path / "unit.json")
+    code = ("import sys, time\nfrom art_diffpure.reproduce import store\n"
+            "if sys.argv[1] == 'clean': store.exit_cleanly_on_sigterm()\n"
+            f"with store.claimed({unit!r}):\n    print('claimed', flush=True)\n    time.sleep(60)\n")
+    for mode, claim_left, returncode in (("default", True, -signal.SIGTERM), ("clean", False, 128 + signal.SIGTERM)):
+        worker = subprocess.Popen([sys.executable, "-c", code, mode], stdout=subprocess.PIPE, text=True)
+        assert worker.stdout.readline().strip() == "claimed"
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(timeout=30) == returncode
+        assert os.path.exists(unit + ".claim") is claim_left, mode
+        if claim_left:
+            os.remove(unit + ".claim")
