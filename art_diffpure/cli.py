@@ -27,7 +27,10 @@ def _at_least(low: int):
 def _reproduce_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--preset", default="digits", choices=["digits", "cifar10", "imagenet"],
                         help="experiment setting (default: digits, the embedded models; runs anywhere)")
-    parser.add_argument("--quick", action="store_true", help="a small run: Tables 2 and 4 at t*=100 on 32 images with PGD-10, the rest at smoke-test size (about 2 minutes on 2 idle CPU cores)")
+    size = parser.add_mutually_exclusive_group()
+    size.add_argument("--quick", action="store_true", help="a small run: Tables 2 and 4 at t*=100 on 32 images with PGD-10, the rest at smoke-test size (about 2 minutes on 2 idle CPU cores)")
+    size.add_argument("--confirmatory", action="store_true", help="digits: the pre-registered confirmatory run (docs/preregistration.md): the default's settings on test images 128-383, never used before it (about 35 minutes on 2 idle CPU cores)")
+    size.add_argument("--smoke", action="store_true", help="every experiment at the smallest size that runs its code: checks the install and the pipeline in well under a minute; its numbers mean nothing")
     parser.add_argument("--out", default="art-diffpure-report", help="report directory (default: %(default)s)")
     parser.add_argument("--device", default="cpu", help="torch device: cpu or cuda (default: %(default)s)")
     parser.add_argument("--n-images", type=_at_least(1), default=None, help="override the number of evaluation images")
@@ -47,6 +50,9 @@ def _reproduce_args(parser: argparse.ArgumentParser) -> None:
                         help="torch threads per process on the CPU (default: 1; the embedded models are tiny, one "
                              "thread is fastest and does not crawl when another job holds a core)")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    parser.add_argument("--rejudge", action="store_true",
+                        help="run nothing: recompute the intervals, comparisons and verdicts of the finished report in "
+                             "--out from the per-image outcomes its results.json holds, and rewrite its files")
     parser.add_argument("--force", action="store_true",
                         help="discard what --out holds and start fresh (by default a rerun resumes a run with the same "
                              "settings and refuses one with other settings)")
@@ -88,9 +94,18 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     args = parser.parse_args(argv)
     if args.command == "reproduce":
-        from art_diffpure.reproduce import PresetUnavailable, run_preset
+        from art_diffpure.reproduce import PresetUnavailable, rejudge, run_preset
         from art_diffpure.reproduce.store import RunMismatch
 
+        if args.rejudge:
+            try:
+                results = rejudge(args.out)
+            except FileNotFoundError as err:
+                print(f"art-diffpure reproduce --rejudge: {err}", file=sys.stderr)
+                return 2
+            verdicts = ", ".join(f"{law['law']} {law['verdict']}" for law in results.get("laws", []))
+            print(f"rewrote {args.out}/report.md and results.json: {verdicts}")
+            return 0
         try:
             run_preset(args)
         except PresetUnavailable as err:

@@ -111,3 +111,16 @@ def x0() -> np.ndarray:
 def x8() -> np.ndarray:
     """Two 1x8x8 float32 images in [0.2, 0.8] for the tiny diffusion purifier."""
     return np.random.RandomState(1).uniform(0.2, 0.8, (2, 1, 8, 8)).astype(np.float32)
+
+
+# The longest test files first: with two workers (`bash dev test`, pytest-xdist's loadfile) the one that holds the
+# smoke-run fixtures starts at once and the other worker takes the many short files beside it.
+_FIRST = ("tests/reproduce/test_reproduce.py", "tests/test_examples.py")
+
+
+def pytest_collection_modifyitems(session, config, items):
+    def rank(item):
+        path = item.nodeid.split("::", 1)[0]
+        return _FIRST.index(path) if path in _FIRST else len(_FIRST)
+
+    items.sort(key=rank)  # stable: the order inside each file and among the others is kept

@@ -28,8 +28,8 @@ def _rows(reports: Sequence[dict], key: str = "adv_correct", n: int | None = Non
     return arr if n is None else arr[:, :n]
 
 
-def _seed_summary(correct: Any, n_boot: int) -> dict[str, Any]:
-    return st.seed_summary(correct, n_boot=n_boot, seed=0).to_dict()
+def _seed_summary(correct: Any, n_boot: int, seed: int = 0) -> dict[str, Any]:
+    return st.seed_summary(correct, n_boot=n_boot, seed=seed).to_dict()
 
 
 def _get(d: Any, *keys: str) -> Any:
@@ -41,14 +41,14 @@ def _get(d: Any, *keys: str) -> Any:
 
 
 # ---------------------------------------------------------------------------------------------- accuracies
-def accuracy_summaries(r: dict[str, Any], n_boot: int = DEFAULT_N_BOOT) -> dict[str, dict[str, Any]]:
+def accuracy_summaries(r: dict[str, Any], n_boot: int = DEFAULT_N_BOOT, seed: int = 0) -> dict[str, dict[str, Any]]:
     """
     Every accuracy of the report with its 95% interval over images (Wilson for one seed, bootstrap of the per-image
-    mean for several, ``n_boot`` resamples, seed 0) and, separately, the seed-to-seed sd (ddof=1). Keys name the
-    table cell, e.g. ``table2.aligned.robust``.
+    mean for several, ``n_boot`` resamples, bootstrap seed ``seed``) and, separately, the seed-to-seed sd (ddof=1).
+    Keys name the table cell, e.g. ``table2.aligned.robust``.
     """
     out: dict[str, dict[str, Any]] = {}
-    _summary = functools.partial(_seed_summary, n_boot=n_boot)
+    _summary = functools.partial(_seed_summary, n_boot=n_boot, seed=seed)
     und = r.get("undefended", {})
     for key, name in (("clean_correct", "clean"), ("adv_correct", "robust")):
         if key in und:
@@ -81,20 +81,22 @@ def accuracy_summaries(r: dict[str, Any], n_boot: int = DEFAULT_N_BOOT) -> dict[
 
 
 # ---------------------------------------------------------------------------------------------- comparisons
-def _compare_pair(name: str, family: str, a: Any, b: Any, label_a: str, label_b: str, n_boot: int) -> dict[str, Any]:
-    res = st.paired_difference(a, b, n_boot=n_boot, seed=0).to_dict()
+def _compare_pair(name: str, family: str, a: Any, b: Any, label_a: str, label_b: str, n_boot: int,
+                  seed: int = 0) -> dict[str, Any]:
+    res = st.paired_difference(a, b, n_boot=n_boot, seed=seed).to_dict()
     res.update(name=name, family=family, a=label_a, b=label_b)
     return res
 
 
-def paired_comparisons(r: dict[str, Any], n_boot: int = DEFAULT_N_BOOT) -> list[dict[str, Any]]:
+def paired_comparisons(r: dict[str, Any], n_boot: int = DEFAULT_N_BOOT, seed: int = 0) -> list[dict[str, Any]]:
     """
     Every comparison the report draws, as A - B on the same images: the difference of the (seed-mean) accuracies
     with a paired bootstrap interval over images, the exact McNemar p-value on seed 0, and Holm-adjusted p-values
-    within each family (Table 6 samplers, Table 7 t* per sampler). Intervals: ``n_boot`` resamples, seed 0.
+    within each family (Table 6 samplers, Table 7 t* per sampler). Intervals: ``n_boot`` resamples, bootstrap seed
+    ``seed``.
     """
     out: list[dict[str, Any]] = []
-    _compare = functools.partial(_compare_pair, n_boot=n_boot)
+    _compare = functools.partial(_compare_pair, n_boot=n_boot, seed=seed)
     t2 = r.get("table2", {})
     if t2.get("aligned") and t2.get("stochastic"):
         al, sto = _rows(t2["aligned"]), _rows(t2["stochastic"])

@@ -2,7 +2,8 @@
 Small, dependency-light statistics for the evaluation report (numpy and scipy only).
 
 - :func:`wilson_interval`: 95% Wilson score interval of an accuracy ``k / n`` (one seed).
-- :func:`bootstrap_interval`: percentile bootstrap over images of a per-image statistic's mean.
+- :func:`bootstrap_interval`: percentile bootstrap over images of a per-image statistic's mean, with the Monte Carlo
+  band of each end (:func:`percentile_interval`), so that a verdict never rests on resampling noise.
 - :func:`mcnemar_exact`: exact McNemar test (two-sided exact binomial test on the discordant pairs).
 - :func:`paired_difference`: difference of two accuracies measured on the same images, with a paired
   percentile bootstrap interval over images and the exact McNemar p-value.
@@ -21,6 +22,7 @@ whose ``to_dict()`` gives JSON types (non-finite floats become ``None``).
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
@@ -41,6 +43,7 @@ __all__ = [
     "mcnemar_exact",
     "mean_interval",
     "paired_difference",
+    "percentile_interval",
     "seed_mean_sd",
     "seed_summary",
     "wilson_interval",
@@ -59,10 +62,18 @@ class Interval(Result):
     high: float
     level: float
     method: str
+    #: Bootstrap intervals only: ``{"low": [a, b], "high": [c, d]}``, a 95% Monte Carlo band of each end (where the
+    #: end would lie with infinitely many resamples); ``None`` for closed-form intervals (Wilson, Student t).
+    monte_carlo: dict[str, list[float]] | None = None
 
     def contains(self, value: float) -> bool:
         """Whether ``value`` lies in the closed interval."""
         return self.low <= value <= self.high
+
+    def end_bands(self) -> tuple[list[float], list[float]]:
+        """``(low band, high band)``: each end's Monte Carlo band, or the end itself for a closed-form interval."""
+        mc = self.monte_carlo
+        return (list(mc["low"]), list(mc["high"])) if mc else ([self.low, self.low], [self.high, self.high])
 
 
 @dataclass(frozen=True)
@@ -188,6 +199,32 @@ def _boot_indices(n: int, n_boot: int, seed: int) -> np.ndarray:
     return np.random.default_rng(int(seed)).integers(0, n, size=(n_boot, n))
 
 
+def _quantile_band(sorted_boots: np.ndarray, q: float) -> list[float]:
+    """
+    A distribution-free 95% band of the ``q`` quantile of the bootstrap distribution from ``B`` sorted resamples:
+    the order statistics at ranks ``qB -+ 1.96 sqrt(B q (1 - q))`` (the binomial count of resamples below it).
+    """
+    n = len(sorted_boots)
+    half = 1.96 * math.sqrt(n * q * (1 - q))
+    lo = int(max(0, math.floor(q * (n - 1) - half)))
+    hi = int(min(n - 1, math.ceil(q * (n - 1) + half)))
+    return [float(sorted_boots[lo]), float(sorted_boots[hi])]
+
+
+def percentile_interval(estimate: float, boots: Sequence[float] | np.ndarray, level: float = DEFAULT_LEVEL,
+                        method: str = "percentile bootstrap") -> Interval:
+    """The percentile interval of bootstrap replicates ``boots`` around ``estimate``, with each end's Monte Carlo
+    band (:func:`_quantile_band`); non-finite replicates are not allowed."""
+    level = _check_level(level)
+    b = np.sort(np.asarray(boots, dtype=np.float64).reshape(-1))
+    if len(b) < 100 or not np.all(np.isfinite(b)):
+        raise ValueError(f"percentile_interval needs >= 100 finite replicates, got {len(b)}")
+    q_low, q_high = (1 - level) / 2, (1 + level) / 2
+    low, high = np.quantile(b, [q_low, q_high])
+    return Interval(float(estimate), float(low), float(high), level, method,
+                    {"low": _quantile_band(b, q_low), "high": _quantile_band(b, q_high)})
+
+
 def bootstrap_interval(values: Sequence[float] | np.ndarray, level: float = DEFAULT_LEVEL,
                        n_boot: int = DEFAULT_N_BOOT, seed: int = 0,
                        statistic: Callable[[np.ndarray], np.ndarray] | None = None) -> Interval:
@@ -208,9 +245,8 @@ def bootstrap_interval(values: Sequence[float] | np.ndarray, level: float = DEFA
     stat = statistic or (lambda a: a.mean(axis=-1))
     estimate = float(stat(per_image[None])[0])
     boots = np.asarray(stat(per_image[_boot_indices(len(per_image), n_boot, seed)]), dtype=np.float64)
-    low, high = np.quantile(boots, [(1 - level) / 2, (1 + level) / 2])
-    return Interval(estimate, float(low), float(high), level,
-                    f"percentile bootstrap over {len(per_image)} images ({n_boot} resamples, seed {seed})")
+    return percentile_interval(estimate, boots, level,
+                               f"percentile bootstrap over {len(per_image)} images ({n_boot} resamples, seed {seed})")
 
 
 def mean_interval(mean: float, std: float, n: int, level: float = DEFAULT_LEVEL) -> Interval:
@@ -274,7 +310,7 @@ def paired_difference(correct_a: Any, correct_b: Any, level: float = DEFAULT_LEV
     if a.shape[1] != b.shape[1]:
         raise ValueError(f"correct_a and correct_b must be on the same images: {a.shape[1]} and {b.shape[1]}")
     diff = bootstrap_interval(a.mean(axis=0) - b.mean(axis=0), level=level, n_boot=n_boot, seed=seed)
-    diff = Interval(diff.estimate, diff.low, diff.high, level, "paired " + diff.method)
+    diff = dataclasses.replace(diff, method="paired " + diff.method)
     test = mcnemar_exact(a[0], b[0])
     note = ("difference of the seed-mean accuracies; McNemar on the first seed of each"
             if max(len(a), len(b)) > 1 else "one seed each")

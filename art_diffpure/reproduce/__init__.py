@@ -24,9 +24,10 @@ from __future__ import annotations
 
 from art_diffpure.reproduce.experiments import run_experiments, run_imagenet_experiments
 from art_diffpure.reproduce.presets import (
-    DIGITS_DEFAULT, DIGITS_QUICK, PresetUnavailable, Setting, Sizes, build_setting, digits_setting, rel_step,
+    DIGITS_DEFAULT, DIGITS_QUICK, DIGITS_SMOKE, PresetUnavailable, Setting, Sizes, build_setting, digits_setting, rel_step,
 )
-from art_diffpure.reproduce.run import run_preset, write_report
+from art_diffpure.reproduce.run import rejudge, run_preset, write_report
 
-__all__ = ["DIGITS_DEFAULT", "DIGITS_QUICK", "PresetUnavailable", "Setting", "Sizes", "build_setting",
-           "digits_setting", "rel_step", "run_experiments", "run_imagenet_experiments", "run_preset", "write_report"]
+__all__ = ["DIGITS_DEFAULT", "DIGITS_QUICK", "DIGITS_SMOKE", "PresetUnavailable", "Setting", "Sizes", "build_setting",
+           "digits_setting", "rejudge", "rel_step", "run_experiments", "run_imagenet_experiments", "run_preset",
+           "write_report"]

@@ -269,7 +269,7 @@ def _fig3b(setting: Setting, sweep: dict[tuple[str, int], dict[str, Any]]) -> di
     return fig3b
 
 
-def _statistics(res: dict[str, Any]) -> None:
+def judge(res: dict[str, Any]) -> None:
     """Intervals, paired comparisons and the verdicts on the laws (statistics only: no model calls), into ``res``."""
     from art_diffpure.evaluations import laws
 
@@ -309,7 +309,7 @@ def run_experiments(setting: Setting, timer: _Timer, n_procs: int = 1, args: Any
     res["diagnostics"] = done["gradient-masking diagnostics"]
     res["fig3a"] = done["fig3a"]
     with timer("statistics"):
-        _statistics(res)
+        judge(res)
     return res
 
 

@@ -102,6 +102,12 @@ def md_table5(r: dict[str, Any]) -> list[str]:
             rp.table(["Attacks", "Correlation (ours)", "Paper"], rows)]
 
 
+def _samplers(table: dict[str, Any]) -> list[str]:
+    """A per-sampler table's keys in the paper's order (DDPM, reverse-only, DDIM), whatever the dict's order."""
+    order = ("ddpm", "reverse", "ddim")
+    return sorted(table, key=lambda k: (order.index(k) if k in order else len(order), k))
+
+
 def md_table1(r: dict[str, Any]) -> list[str]:
     """Table 1: distances before -> after purification, with the C1 interval and the feature-FID's caveat."""
     t1 = r["table1"]
@@ -116,7 +122,7 @@ def md_table1(r: dict[str, Any]) -> list[str]:
                           for m in ("linf", "ssim")),
                         f"{rp.fmt(t1[k]['fid'][0])} → {rp.fmt(t1[k]['fid'][1])}" + (" ¹" if t1[k].get("fid_warnings")
                                                                                      else ""),
-                        *(f"{a} → {b}" for a, b in PAPER["table1"][k].values())] for k in t1])]
+                        *(f"{a} → {b}" for a, b in PAPER["table1"][k].values())] for k in _samplers(t1)])]
     fid_notes = sorted({w for k in t1 for w in t1[k].get("fid_warnings", [])})
     if fid_notes:
         lines += ["", f"¹ feature-FID on {len(t1[next(iter(t1))]['per_image']['l2']['start'])} images: fewer images "
@@ -134,7 +140,7 @@ def md_table6(r: dict[str, Any]) -> list[str]:
                       "paper: PGD (robust)", "PGD (non-robust)", "Uniform", "PGD (Fix)"],
                      [[k, rp.fmt(t6[k]["compression_pgd_robust"]), rp.fmt(t6[k]["compression_pgd_nonrobust"]),
                        rp.fmt(t6[k]["compression_uniform"]), acc_cell(r, f"table6.{k}.robust"),
-                       *PAPER["table6"][k]] for k in t6])]
+                       *PAPER["table6"][k]] for k in _samplers(t6)])]
 
 
 def md_table7(r: dict[str, Any]) -> list[str]:

@@ -242,6 +242,7 @@ def test_evaluate_repeats_and_correlations(images):
 MEASUREMENT = dict(t_star=100, n=60, eps=0.2, eps_step=0.05, max_iter=10)
 
 
+@pytest.mark.slow  # a measurement at its fixed setting (60 images at t*=100: about 100 s on 2 cores)
 def test_aligned_is_no_weaker_than_stochastic():
     from _trained import digits_setup
 

@@ -98,6 +98,40 @@ def test_c4_no_drop_does_not_hold_and_small_n_is_inconclusive():
     assert _law(results(n=16, aligned=0.4, stochastic=0.55), "C4")["verdict"] == INCONCLUSIVE
 
 
+def _c4_from(low, estimate, high, p, monte_carlo=None):
+    comparison = {"name": "stochastic vs aligned (robust)", "accuracy_a": 0.578, "accuracy_b": 0.451,
+                  "difference": {"estimate": estimate, "low": low, "high": high, "monte_carlo": monte_carlo},
+                  "test": {"p_value": p, "b": 32, "c": 14}}
+    return laws._c4([comparison])["verdict"]
+
+
+def test_c4_interval_straddling_the_threshold_is_inconclusive():
+    # The committed exploratory report: +12.8 points [+6.5, +19.0], p = 0.011, against a 10-point threshold
+    assert _c4_from(0.065, 0.128, 0.190, 0.011) == INCONCLUSIVE
+    assert _c4_from(0.105, 0.15, 0.20, 0.011) == HOLDS
+    assert _c4_from(0.105, 0.15, 0.20, 0.011, {"low": [0.098, 0.11], "high": [0.19, 0.21]}) == INCONCLUSIVE
+    assert _c4_from(0.105, 0.15, 0.20, 0.2) == INCONCLUSIVE  # the interval clears it, the test does not
+    assert _c4_from(-0.02, 0.03, 0.095, 0.5) == DOES_NOT_HOLD
+    assert _c4_from(-0.02, 0.04, 0.099, 0.5, {"low": [-0.03, -0.01], "high": [0.097, 0.101]}) == INCONCLUSIVE
+
+
+@pytest.mark.parametrize("check, threshold, inside, outside", [
+    (laws._above, 0.5, HOLDS, DOES_NOT_HOLD), (laws._below, 0.5, DOES_NOT_HOLD, HOLDS)])
+def test_one_rule_for_every_threshold(check, threshold, inside, outside):
+    iv = lambda low, high, mc=None: {"estimate": (low + high) / 2, "low": low, "high": high,  # noqa: E731
+                                     "monte_carlo": mc}
+    assert check(iv(0.51, 0.7), threshold) == inside
+    assert check(iv(0.3, 0.49), threshold) == outside
+    assert check(iv(0.45, 0.55), threshold) == INCONCLUSIVE
+    assert check(iv(0.3, 0.4999), threshold) == outside
+    # the C3 case: the upper end 0.4996 sits within its Monte Carlo band of 0.5
+    assert check(iv(0.452, 0.4996, {"low": [0.45, 0.454], "high": [0.4981, 0.5012]}), threshold) == INCONCLUSIVE
+    assert check(None, threshold) == INCONCLUSIVE
+    assert laws._inside(iv(-0.05, 0.08), 0.1) == HOLDS
+    assert laws._inside(iv(-0.05, 0.08, {"low": [-0.06, -0.04], "high": [0.07, 0.11]}), 0.1) == INCONCLUSIVE
+    assert laws._inside(iv(0.11, 0.3), 0.1) == DOES_NOT_HOLD
+
+
 def test_c4_needs_the_mcnemar_test():
     # A drop of 12.5 points on 8 images: the interval may clear 0, but McNemar cannot be significant
     law = _law(results(n=8, aligned=0.375, stochastic=0.5), "C4")
@@ -146,17 +180,33 @@ def test_distinct_points():
     assert [p[2] for p in kept] == ["ddpm t*=100", "ddim t*=100"] and dropped == ["ddpm t*=100"]
 
 
-def test_c7_monotone_law_holds_and_warns_on_an_outside_inflection():
+def _r2_interval(monkeypatch, low, high, band=None):
+    """C7 with its R² interval set to ``[low, high]`` (and an optional Monte Carlo band of each end)."""
+    monkeypatch.setattr(laws, "fit_intervals", lambda *a, **k: {"r2": [low, high], "r2_monte_carlo": band})
+    r = results()
+    r["fig3b"]["adv_correct"] = {p[2]: [True] for p in r["fig3b"]["points"]}
+    return _law(r, "C7")
+
+
+def test_c7_monotone_law_holds_and_warns_on_an_outside_inflection(monkeypatch):
     law = _law(results(), "C7")
     assert law["n_configurations"] == 6  # the duplicate ddpm t*=100 is counted once
     assert law["spearman_rho"] < 0
-    assert law["verdict"] in (HOLDS, INCONCLUSIVE)
+    assert law["verdict"] == INCONCLUSIVE  # no per-image outcomes: no R² interval, so it cannot hold
+    law = _r2_interval(monkeypatch, 0.85, 0.97)
+    assert law["verdict"] == HOLDS and law["interval"] == [0.85, 0.97]
     r = results()
     r["fig3b"]["fit"]["params"]["c0"] = -2.78  # the committed default report's fit
-    r["fig3b"]["fit"]["r2"] = 0.9
-    law = _law(r, "C7")
-    assert law["verdict"] == HOLDS
-    assert any("outside the data" in w for w in law["warnings"])
+    assert any("outside the data" in w for w in _law(r, "C7")["warnings"])
+
+
+def test_c7_r2_interval_straddling_the_threshold_is_inconclusive(monkeypatch):
+    # The committed exploratory report: R² 0.919 [0.746, 0.977], point above 0.8, interval across it
+    assert _r2_interval(monkeypatch, 0.746, 0.977)["verdict"] == INCONCLUSIVE
+    assert _r2_interval(monkeypatch, 0.3, 0.75)["verdict"] == DOES_NOT_HOLD
+    # above the threshold, but the Monte Carlo band of the low end reaches it: inconclusive
+    law = _r2_interval(monkeypatch, 0.81, 0.97, band={"low": [0.795, 0.82], "high": [0.96, 0.98]})
+    assert law["verdict"] == INCONCLUSIVE
 
 
 def test_c7_increasing_relation_does_not_hold():
@@ -233,3 +283,20 @@ def test_t_star_comparisons_pair_every_seed_on_the_same_images():
     comps = [c for c in comparisons.paired_comparisons(r) if c["family"] == "table7 ddpm"]
     assert comps and all(c["n_images"] == 16 and c.get("tests_per_seed") and len(c["tests_per_seed"]) == 3
                          for c in comps)
+
+
+@pytest.mark.slow  # five full judgements of the committed report (C7's 2000 refits each): about 3 minutes
+def test_committed_report_verdicts_do_not_depend_on_the_bootstrap_seed():
+    import os
+
+    root = os.path.join(os.path.dirname(__file__), "..", "..", "docs")
+    for name in ("digits-report", "digits-report-confirmatory"):
+        path = os.path.join(root, name, "results.json")
+        if not os.path.exists(path):
+            assert name == "digits-report-confirmatory", path  # the exploratory report is always there
+            continue
+        with open(path) as handle:
+            r = json.load(handle)
+        res = laws.stability(r)
+        assert res["stable"], res["verdicts"]
+        assert {law: v[0] for law, v in res["verdicts"].items()} == {law["law"]: law["verdict"] for law in r["laws"]}

@@ -187,4 +187,24 @@ def test_seed_mean_sd_is_the_sample_sd():
 
 def test_results_turn_non_finite_numbers_into_none():
     d = st.Interval(float("nan"), -math.inf, math.inf, 0.95, "x").to_dict()
-    assert d == {"estimate": None, "low": None, "high": None, "level": 0.95, "method": "x"}
+    assert d == {"estimate": None, "low": None, "high": None, "level": 0.95, "method": "x", "monte_carlo": None}
+
+
+def test_monte_carlo_band_of_each_end_covers_the_many_resample_limit():
+    """Each end's band is a 95% interval for where the end lies with infinitely many resamples."""
+    values = np.random.default_rng(3).random(16)
+    limit = st.bootstrap_interval(values, n_boot=400_000, seed=99)
+    covered = {"low": 0, "high": 0}
+    widths = []
+    for seed in range(10):
+        iv = st.bootstrap_interval(values, n_boot=10_000, seed=seed)
+        low_band, high_band = iv.end_bands()
+        assert low_band[0] <= iv.low <= low_band[1] and high_band[0] <= iv.high <= high_band[1]
+        covered["low"] += low_band[0] <= limit.low <= low_band[1]
+        covered["high"] += high_band[0] <= limit.high <= high_band[1]
+        widths.append(low_band[1] - low_band[0])
+    assert covered["low"] >= 8 and covered["high"] >= 8, covered
+    narrow = st.bootstrap_interval(values, n_boot=160_000, seed=0).end_bands()[0]
+    assert narrow[1] - narrow[0] < np.mean(widths) / 2  # 16x the resamples: a quarter of the width
+    closed = st.wilson_interval(5, 16)
+    assert closed.monte_carlo is None and closed.end_bands() == ([closed.low] * 2, [closed.high] * 2)

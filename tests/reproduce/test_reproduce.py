@@ -20,9 +20,21 @@ def _run(*args, timeout=900):
                           timeout=timeout, env=env)
 
 
-# The README's --quick at 8 images (its Tables 2 and 4 use 32): the same code paths in a third of the time, so that
-# the three runs below keep the default test run short.
-QUICK = ("reproduce", "--quick", "--n-images", "8")
+def _main(capsys, *args):
+    """``art-diffpure ARGS`` in this process: (exit code, stdout, stderr); argparse's exit is an exit code too."""
+    from art_diffpure import cli
+
+    try:
+        code = cli.main([str(a) for a in args])
+    except SystemExit as stop:
+        code = stop.code
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+# The smoke run covers every experiment and the whole report in about a minute; the README's --quick (at 8 images,
+# its Tables 2 and 4 use 32) runs the same code at larger sizes in the slow suite.
+SIZES = {"smoke": ("reproduce", "--smoke"), "quick": ("reproduce", "--quick", "--n-images", "8")}
 
 
 def _start(args, log, **env):
@@ -43,20 +55,22 @@ def _parts(out):
     return sorted(p.name for p in (out / "parts").glob("*.pkl")) if (out / "parts").exists() else []
 
 
-def _interrupted_run(out):
+def _interrupted_run(out, size):
     """
-    The quick run killed with SIGKILL twice, then resumed to the end: (1) halfway through writing the third file
-    of the run (the manifest and one experiment are on disk, the second experiment's file is half written), (2) in
-    the middle of the experiments, three more experiments after the restart. Returns the last resume's stderr.
+    The run killed with SIGKILL twice, then resumed to the end: (1) halfway through writing the third file of the
+    run (the manifest and one experiment are on disk, the second experiment's file is half written), (2) in the
+    middle of the experiments, three more experiments after the restart. Returns everything the three processes
+    printed.
     """
     from art_diffpure.reproduce.store import KILL_DURING_WRITE_ENV
 
-    cmd = (*QUICK, "--out", str(out), "--no-progress")
-    log = open(out.parent / f"{out.name}-killed.log", "w")
+    cmd = (*SIZES[size], "--out", str(out), "--no-progress")
+    log_path = out.parent / f"{out.name}-killed.log"
+    log = open(log_path, "w")
     proc = _start(cmd, log, **{KILL_DURING_WRITE_ENV: "3"})
     proc.wait(timeout=900)
     _kill_group(proc)
-    assert proc.returncode == -signal.SIGKILL, (out.parent / f"{out.name}-killed.log").read_text()[-4000:]
+    assert proc.returncode == -signal.SIGKILL, log_path.read_text()[-4000:]
     assert len(_parts(out)) == 1 and list((out / "parts").glob("*.tmp*")), "killed while writing the second part"
     proc = _start(cmd, log)
     deadline = time.time() + 900
@@ -68,19 +82,43 @@ def _interrupted_run(out):
     resumed = _run(*cmd)
     assert resumed.returncode == 0, resumed.stderr[-4000:]
     assert not list((out / "parts").glob("*.tmp*"))
-    return resumed.stderr
+    assert "resuming:" in resumed.stderr
+    return log_path.read_text() + resumed.stderr
+
+
+@pytest.fixture(scope="module", params=["smoke", pytest.param("quick", marks=pytest.mark.slow)])
+def size(request):
+    return request.param
 
 
 @pytest.fixture(scope="module")
-def two_quick_runs(tmp_path_factory):
-    """Two quick runs with the same arguments: one uninterrupted, one killed twice and resumed."""
-    first = tmp_path_factory.mktemp("quick0")
-    proc = _run(*QUICK, "--out", str(first), "--no-progress")
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    (first / "stderr.txt").write_text(proc.stderr)
-    second = tmp_path_factory.mktemp("quick1")
-    (second / "resume-stderr.txt").write_text(_interrupted_run(second))
-    return [first, second]
+def in_process_run(size, tmp_path_factory):
+    """One uninterrupted run through ``cli.main`` in this process (its experiments in spawned pool workers)."""
+    import torch
+
+    from art_diffpure import cli
+
+    out = tmp_path_factory.mktemp(f"{size}-run")
+    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    try:
+        assert cli.main([*SIZES[size], "--out", str(out), "--no-progress"]) == 0
+    finally:  # the command sets this process's torch threads for its run; the tests after it keep theirs
+        torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(deterministic)
+    return out
+
+
+@pytest.fixture(scope="module")
+def killed_run(size, tmp_path_factory):
+    """The same run as a separate process, killed twice and resumed; what it printed is in printed.txt."""
+    out = tmp_path_factory.mktemp(f"{size}-killed")
+    (out.parent / f"{out.name}-printed.txt").write_text(_interrupted_run(out, size))
+    return out
+
+
+@pytest.fixture(scope="module")
+def two_quick_runs(in_process_run, killed_run):
+    return [in_process_run, killed_run]
 
 
 def test_quick_report_is_complete(two_quick_runs):
@@ -96,8 +134,9 @@ def test_quick_report_is_complete(two_quick_runs):
 
 
 def test_quick_prints_no_library_warnings(two_quick_runs):
-    stderr = (two_quick_runs[0] / "stderr.txt").read_text()
-    assert "Warning" not in stderr, stderr[-4000:]
+    killed = two_quick_runs[1]
+    printed = (killed.parent / f"{killed.name}-printed.txt").read_text()  # all three processes, workers included
+    assert "Warning" not in printed, printed[-4000:]
     results = json.loads((two_quick_runs[0] / "results.json").read_text())
     # the feature-FID's singular-covariance warning is recorded with the value instead
     assert all(isinstance(results["table1"][k]["fid_warnings"], list) for k in results["table1"])
@@ -129,7 +168,7 @@ def test_quick_keeps_per_image_outcomes_of_every_attack(two_quick_runs):
     assert len(r["tableS5"]["per_image"]["snr"]) == r["tableS5"]["n"]
 
 
-def test_quick_report_has_intervals_comparisons_and_verdicts(two_quick_runs):
+def test_quick_report_has_intervals_comparisons_and_verdicts(two_quick_runs, size):
     out = two_quick_runs[0]
     r = json.loads((out / "results.json").read_text())
     assert [law["law"] for law in r["laws"]] == ["C1", "C2", "C3", "C4", "C5", "C6", "C7"]
@@ -150,43 +189,63 @@ def test_quick_report_has_intervals_comparisons_and_verdicts(two_quick_runs):
     assert len(labels) == len(set(labels))  # distinct configurations only
     report = (out / "report.md").read_text()
     for heading in ("The paper's laws: verdicts", "Paired comparisons", "Robustness over repeated test draws",
-                    "Disclosure", "SMALL run"):
+                    "Disclosure", {"smoke": "SMOKE run", "quick": "SMALL run"}[size]):
         assert heading in report, heading
 
 
 def test_quick_runs_are_identical(two_quick_runs):
-    """Also after two SIGKILLs and a resume (the second run): byte-identical results.json."""
+    """A run in this process and one in another, killed twice and resumed: byte-identical results.json."""
     a, b = ((o / "results.json").read_text() for o in two_quick_runs)
     assert a == b
-    assert "resuming:" in (two_quick_runs[1] / "resume-stderr.txt").read_text()
 
 
-def test_rerun_keeps_a_finished_report_and_refuses_other_settings(two_quick_runs):
+def test_rerun_keeps_a_finished_report_and_refuses_other_settings(two_quick_runs, size, capsys):
     out = two_quick_runs[1]
     before = (out / "results.json").stat().st_mtime_ns
-    same = _run(*QUICK, "--out", str(out), "--no-progress")
-    assert same.returncode == 0 and "already finished" in same.stdout
-    other = _run(*QUICK, "--seeds", "7", "--out", str(out), "--no-progress")
-    assert other.returncode == 2 and "--force" in other.stderr and "seeds" in other.stderr
-    assert "Traceback" not in other.stderr
+    code, stdout, _ = _main(capsys, *SIZES[size], "--out", out, "--no-progress")
+    assert code == 0 and "already finished" in stdout
+    code, _, stderr = _main(capsys, *SIZES[size], "--seeds", "7", "--out", out, "--no-progress")
+    assert code == 2 and "--force" in stderr and "seeds" in stderr
     assert (out / "results.json").stat().st_mtime_ns == before
+
+
+def test_rejudging_a_finished_report_rewrites_it_byte_identically(in_process_run, tmp_path, capsys):
+    """The statistics and verdicts recomputed from results.json alone: the same files, byte for byte."""
+    import shutil
+
+    copy = tmp_path / "report"
+    shutil.copytree(in_process_run, copy)
+    (copy / "report.md").unlink()
+    code, stdout, _ = _main(capsys, "reproduce", "--rejudge", "--out", copy)
+    assert code == 0 and "C1 " in stdout
+    for name in ("results.json", "report.md"):
+        assert (copy / name).read_bytes() == (in_process_run / name).read_bytes(), name
+    code, _, stderr = _main(capsys, "reproduce", "--rejudge", "--out", tmp_path / "none")
+    assert code == 2 and "only a finished report" in stderr
 
 
 @pytest.mark.parametrize("args, message", [(("--n-images", "0"), "--n-images: 0 is below 1"),
                                            (("--seeds", "-1"), "--seeds: -1 is below 0"),
-                                           (("--jobs", "x"), "not an integer")])
-def test_bad_arguments_fail_before_any_work(args, message, tmp_path):
-    proc = _run("reproduce", "--quick", *args, "--out", str(tmp_path / "r"), timeout=60)
-    assert proc.returncode == 2 and message in proc.stderr
+                                           (("--jobs", "x"), "not an integer"),
+                                           (("--smoke",), "not allowed with argument --quick")])
+def test_bad_arguments_fail_before_any_work(args, message, tmp_path, capsys):
+    code, _, stderr = _main(capsys, "reproduce", "--quick", *args, "--out", tmp_path / "r")
+    assert code == 2 and message in stderr
     assert not (tmp_path / "r").exists()
 
 
 @pytest.mark.parametrize("args, message", [(("--n-images", "0"), "--n-images: 0 is below 1"),
                                            (("--restarts", "-2"), "--restarts: -2 is below 1")])
-def test_bad_masking_arguments_fail_before_any_work(args, message, tmp_path):
-    proc = _run("masking", *args, "--out", str(tmp_path / "m"), timeout=60)
-    assert proc.returncode == 2 and message in proc.stderr
+def test_bad_masking_arguments_fail_before_any_work(args, message, tmp_path, capsys):
+    code, _, stderr = _main(capsys, "masking", *args, "--out", tmp_path / "m")
+    assert code == 2 and message in stderr
     assert not (tmp_path / "m").exists()
+
+
+def test_the_console_script_reports_bad_input_without_a_traceback(tmp_path):
+    """The console script itself (not only ``cli.main``): an argument error in a real process."""
+    proc = _run("reproduce", "--smoke", "--n-images", "0", "--out", str(tmp_path / "r"), timeout=120)
+    assert proc.returncode == 2 and "--n-images: 0 is below 1" in proc.stderr and "Traceback" not in proc.stderr
 
 
 def _leaves(obj, path=""):
@@ -200,10 +259,10 @@ def _leaves(obj, path=""):
         yield path, obj
 
 
-@pytest.mark.slow  # a third --quick run, in one process: 4-10 minutes on 2 cores; run with `pytest -m slow`
-def test_one_process_gives_the_same_results(two_quick_runs, tmp_path):
+@pytest.mark.slow  # a third run, all of it in one process: 4-10 minutes on 2 cores at --quick size
+def test_one_process_gives_the_same_results(two_quick_runs, size, tmp_path):
     """--jobs 1 runs every experiment in this process with all threads: only float round-off may differ."""
-    proc = _run(*QUICK, "--jobs", "1", "--out", str(tmp_path), "--no-progress")
+    proc = _run(*SIZES[size], "--jobs", "1", "--out", str(tmp_path), "--no-progress")
     assert proc.returncode == 0, proc.stderr[-4000:]
     a = dict(_leaves(json.loads((two_quick_runs[0] / "results.json").read_text())))
     b = dict(_leaves(json.loads((tmp_path / "results.json").read_text())))
@@ -216,11 +275,10 @@ def test_one_process_gives_the_same_results(two_quick_runs, tmp_path):
 
 
 @pytest.mark.parametrize("preset", ["cifar10", "imagenet"])
-def test_paper_presets_without_weights_exit_clearly(preset, tmp_path):
-    proc = _run("reproduce", "--preset", preset, "--out", str(tmp_path / "r"), "--model-dir", str(tmp_path),
-                timeout=120)
-    assert proc.returncode != 0
-    assert "missing" in proc.stderr and "Traceback" not in proc.stderr
+def test_paper_presets_without_weights_exit_clearly(preset, tmp_path, capsys):
+    code, _, stderr = _main(capsys, "reproduce", "--preset", preset, "--out", tmp_path / "r", "--model-dir", tmp_path)
+    assert code == 2
+    assert "missing" in stderr
     assert not (tmp_path / "r").exists()
 
 
