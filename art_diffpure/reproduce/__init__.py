@@ -24,7 +24,8 @@ from __future__ import annotations
 
 from art_diffpure.reproduce.experiments import run_experiments, run_imagenet_experiments
 from art_diffpure.reproduce.presets import (
-    DIGITS_DEFAULT, DIGITS_QUICK, DIGITS_SMOKE, PresetUnavailable, Setting, Sizes, build_setting, digits_setting, rel_step,
+    DIGITS_DEFAULT, DIGITS_QUICK, DIGITS_SMOKE, PresetUnavailable, Setting, Sizes, build_setting, digits_setting,
+    rel_step,
 )
 from art_diffpure.reproduce.run import rejudge, run_preset, write_report
 

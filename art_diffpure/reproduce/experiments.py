@@ -273,9 +273,14 @@ def judge(res: dict[str, Any]) -> None:
     """Intervals, paired comparisons and the verdicts on the laws (statistics only: no model calls), into ``res``."""
     from art_diffpure.evaluations import laws
 
+    from art_diffpure.evaluations import post_hoc
+
     evaluation = laws.evaluate(res)
     res["statistics"] = {k: evaluation[k] for k in ("accuracies", "comparisons", "thresholds")}
     res["laws"] = evaluation["laws"]
+    points = laws.distinct_points(res["fig3b"]["points"])[0] if (res.get("fig3b") or {}).get("points") else []
+    res["post_hoc"] = {"compression_law_shape": post_hoc.compression_law_shape(points),
+                       "claims": post_hoc.other_claims(res)}
 
 
 # ---------------------------------------------------------------------------------------------- the runs

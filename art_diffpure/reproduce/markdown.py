@@ -34,6 +34,30 @@ def _md_header(r: dict[str, Any]) -> list[str]:
     return lines
 
 
+# The full-strength gradient-masking run on the digits test images 0-127 (docs/masking-report-128/results.json,
+# aligned randomness, base seed 0, eps 0.2, t* = 100): robust accuracy under PGD-40 and the per-image worst case over
+# its 9 aligned attacks, and each sampler's overall verdict.
+MASKING_128 = {"ddpm": (0.438, 0.258, "fail"), "reverse": (0.570, 0.352, "fail"), "ddim": (0.383, 0.219, "fail")}
+
+
+def _md_caveat(r: dict[str, Any]) -> list[str]:
+    """Where every aligned PGD figure of a digits report stands: an upper bound, with the converged figure."""
+    st = r["setting"]
+    if st["preset"] != "digits":
+        return []
+    on_first_128 = not any("CONFIRMATORY" in n for n in st.get("notes", [])) and st["sizes"]["n_images"] <= 128
+    rows = ", ".join(f"{k} {100 * a:.1f}% → {100 * w:.1f}% ({v})" for k, (a, w, v) in MASKING_128.items())
+    text = (f"**Caveat on every aligned PGD figure below** (Tables 2, 6 and 7, laws C4 and C7, Fig. 3b, the curves): "
+            "each is an upper bound on aligned robust accuracy. On these models PGD-40 has not converged: the "
+            "full-strength checks (`art-diffpure masking`, `docs/masking-report-128/`, test images 0-127, seed 0) "
+            "show PGD-200 and APGD-CE+DLR breaking 17-26 more of the 128 images on every sampler, none the other "
+            f"way. PGD-40 → worst case over the 9 full-strength aligned attacks, with each sampler's overall masking "
+            f"verdict: {rows}.")
+    text += (" These are the same images as this report's Table 6 (seed 0)." if on_first_128 else
+             " This report's images are not those: no full-strength run exists for them.")
+    return ["", text, ""]
+
+
 def _md_laws(r: dict[str, Any]) -> list[str]:
     """The C1..C7 table, with the warnings and the two side statements the paper's Table 2 invites."""
     out = ["## The paper's laws: verdicts", "",
@@ -66,6 +90,7 @@ def _md_laws(r: dict[str, Any]) -> list[str]:
         c = comps.get(name)
         if c:
             out.append(f"- {text}: {_cmp_text(c)}.")
+    out += _md_post_hoc(r)
     from art_diffpure.evaluations.laws import ALPHA
 
     for family, what in (("table6", "Sampler ranking (Table 6)"), ("table7 ddpm", "t* sweep, DDPM (Table 7)"),
@@ -77,6 +102,23 @@ def _md_laws(r: dict[str, Any]) -> list[str]:
                                         if sig else f"no pairwise difference in aligned robust accuracy is "
                                         f"significant (exact McNemar, Holm over its {len(fam)} pairs): the "
                                         "ordering is not established at this n."))
+    return out
+
+
+def _md_post_hoc(r: dict[str, Any]) -> list[str]:
+    """Analyses added after the pre-registration: labelled post hoc, beside the verdicts, changing none."""
+    ph = r.get("post_hoc") or {}
+    if not ph:
+        return []
+    out = ["", "**Post hoc** (analyses added on 2026-12-04, after the confirmatory run was pre-registered; they "
+           "change no verdict above):", ""]
+    shape = ph.get("compression_law_shape")
+    if shape:
+        out.append(f"- C7's shape: {shape['statement']}")
+    claims = ph.get("claims") or []
+    if claims:
+        out += ["", rp.table(["Claim", "Value (ours)", "Threshold", "Verdict"],
+                             [[c["claim"], c["value"], c["threshold"], f"**{c['verdict']}**"] for c in claims])]
     return out
 
 
@@ -192,7 +234,8 @@ def _md_timings(timings: dict[str, float]) -> list[str]:
 # ---------------------------------------------------------------------------------------------- the reports
 def markdown(r: dict[str, Any], timings: dict[str, float], figures: list[str]) -> str:
     """``report.md`` of the digits and cifar10 presets; ``figures``: the PNG names to show."""
-    lines = _md_header(r) + _md_laws(r) + sec.md_table2(r) + sec.md_repeated_draws(r) + sec.md_table4(r)
+    lines = _md_header(r) + _md_caveat(r) + _md_laws(r) + sec.md_table2(r) + sec.md_repeated_draws(r)
+    lines += sec.md_table4(r)
     lines += _md_comparisons(r) + sec.md_table5(r) + sec.md_table1(r) + sec.md_table6(r) + sec.md_table7(r)
     lines += sec.md_neighbourhood(r) + sec.md_fig3b(r) + sec.md_robustness_curve(r) + sec.md_diagnostics(r)
     lines += _md_disclosure(r)

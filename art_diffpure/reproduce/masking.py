@@ -148,7 +148,7 @@ def checks_for(parts: dict[str, dict[str, Any]], nb_classes: int, square_queries
         (["bpda"], lambda: [gm.check_bpda(s[ref], s["bpda"])]),
         (["transfer"], lambda: [gm.check_transfer(s[ref], s["transfer"])]),
         (["apgd_ce_dlr"], lambda: [gm.check_stronger_attack(s[ref], s["apgd_ce_dlr"], "apgd_ce_dlr")]),
-        ([aa], lambda: [gm.check_stronger_attack(s[ref], s[aa], f"{aa}_stochastic")]),
+        ([aa, "apgd_ce_dlr"], lambda: [gm.check_randomness_modes(s["apgd_ce_dlr"], s[aa], "autoattack")]),
         (["large_eps"], lambda: [gm.check_large_eps(1.0, parts["large_eps"]["robust_accuracy"], nb_classes)]),
     ]
     return [c for needs, build in plan if all(k in s for k in [ref, *needs]) for c in build()]

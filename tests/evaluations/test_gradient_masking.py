@@ -63,6 +63,27 @@ def test_pairwise_checks_warn_beyond_the_allowance(check, name):
     assert check(ref, ref).numbers["mcnemar_p"] == 1.0
 
 
+def test_a_pairwise_check_fails_when_the_paired_test_shows_the_difference():
+    ref = np.arange(20) < 4
+    fail = gm.check_stronger_attack(ref, np.arange(20) < 12, "apgd")  # 8 beyond, none the other way: p = 0.008
+    assert fail.verdict == "fail" and fail.numbers["mcnemar_p"] < gm.FAIL_ALPHA
+    assert "8 images that pgd leaves robust" in fail.explanation
+    assert gm.overall([fail, gm.check_stronger_attack(ref, np.arange(20) < 6, "x")]) == "fail"
+    # beyond the allowance, but as many images the other way: warn, not fail
+    mixed = gm.check_stronger_attack(np.arange(20) < 8, np.arange(20) >= 12, "apgd")
+    assert mixed.verdict == "warn"
+
+
+def test_randomness_modes_compare_the_same_attack_family():
+    aligned = np.arange(20) < 10  # the aligned attack breaks 10 images
+    fewer = np.arange(20) < 3  # the stochastic attack breaks fewer: the overstatement, not a masking sign
+    check = gm.check_randomness_modes(aligned, fewer, "autoattack")
+    assert check.name == "stochastic_autoattack_beyond_aligned" and check.verdict == "pass"
+    assert check.numbers["aligned_only"] == 7 and check.numbers["stochastic_only"] == 0
+    beyond = gm.check_randomness_modes(aligned, aligned | (np.arange(20) >= 17), "autoattack")
+    assert beyond.verdict == "warn" and beyond.numbers["stochastic_only"] == 3
+
+
 def test_large_eps_and_overall():
     assert gm.check_large_eps(1.0, 0.05, 10).verdict == "pass"
     warn = gm.check_large_eps(1.0, 0.3, 10)
@@ -94,6 +115,10 @@ def test_iterations_restarts_check():
     assert check.verdict == "warn" and check.numbers["largest_drop_iterations"] == 2
     check = gm.check_iterations_restarts([5, 10], [3, 3], [1, 3], [5, 3], n=10, tolerance=1, eps=0.1)
     assert check.verdict == "warn" and check.numbers["largest_drop_restarts"] == 2
+    # successes that still rise at the largest iteration count: not converged
+    check = gm.check_iterations_restarts([5, 10, 20], [3, 5, 8], [1, 3], [5, 6], n=10, tolerance=1, eps=0.1)
+    assert check.verdict == "warn" and check.numbers["last_rise_iterations"] == 3
+    assert "still rises" in check.explanation and "upper bound" in check.explanation
 
 
 def test_gradient_health_check():
@@ -157,8 +182,13 @@ def test_plain_classifier_is_not_flagged():
     x, y = digits(24)
     result = gradient_masking_diagnostics(plain_model(), x, y, eps=0.1, max_iter=10, iterations=(5, 10, 20))
     verdicts = {c.name: c.verdict for c in result.checks}
-    print(verdicts)
-    assert result.overall == "pass", diagnostics_table(result)
+    # no sign of masking: every check passes but the convergence one, which says whether PGD still gains
+    masking_signs = {k: v for k, v in verdicts.items() if k not in ("iterations_restarts", "chain_gradients")}
+    assert set(masking_signs.values()) == {"pass"}, diagnostics_table(result)
+    its = result.check("iterations_restarts")
+    assert its.numbers["largest_drop_iterations"] == its.numbers["largest_drop_restarts"] == 0
+    rises = max(its.numbers["last_rise_iterations"], its.numbers["last_rise_restarts"]) > its.numbers["tolerance"]
+    assert its.verdict == ("warn" if rises else "pass") and ("still rises" in its.explanation) == rises
     assert verdicts["chain_gradients"] == "n/a"
     assert result.check("large_eps").numbers["robust_accuracy"][-1] == 0.0
     json.dumps(result.to_dict())
@@ -177,7 +207,7 @@ def test_full_strength_run_resumes_and_reports(tmp_path, monkeypatch):
     names = {c["name"] for c in first["samplers"]["ddpm"]["checks"]}
     assert names == {"gradient_free_attack", "pgd_converged", "iterations_plateau", "restarts", "bpda_vs_full",
                      "transfer_from_undefended", "stronger_attack_apgd_ce_dlr", "large_eps",
-                     "stronger_attack_autoattack_rand_eot20_stochastic"}
+                     "stochastic_autoattack_beyond_aligned"}
     assert len(os.listdir(tmp_path / "parts")) == 11
     calls = []
     monkeypatch.setattr(masking_report, "run_attack", lambda *a, **k: calls.append(a) or {})
@@ -244,7 +274,7 @@ def test_report_only_shows_finished_parts_and_lists_what_is_pending(tmp_path, mo
     monkeypatch.setattr(masking_report, "run_attack", lambda *a, **k: pytest.fail("report-only attacked"))
     res = masking_report.run(str(tmp_path), attack=False, **kwargs)["samplers"]["ddpm"]
     names = {c["name"] for c in res["checks"]}
-    assert "gradient_free_attack" not in names and "stronger_attack_autoattack_rand_eot20_stochastic" not in names
+    assert "gradient_free_attack" not in names and "stochastic_autoattack_beyond_aligned" not in names
     assert {"pgd_converged", "bpda_vs_full", "large_eps"} <= names
     assert res["pending"] == ["square5", "autoattack_rand_eot20 images 2-3"]
     assert res["overall"] == "incomplete" and res["overall_of_finished_checks"] == "warn"

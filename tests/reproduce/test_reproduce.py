@@ -172,6 +172,7 @@ def test_quick_report_has_intervals_comparisons_and_verdicts(two_quick_runs, siz
     out = two_quick_runs[0]
     r = json.loads((out / "results.json").read_text())
     assert [law["law"] for law in r["laws"]] == ["C1", "C2", "C3", "C4", "C5", "C6", "C7"]
+    assert set(r["post_hoc"]) == {"compression_law_shape", "claims"}
     assert all(law["verdict"] in ("holds", "does not hold", "inconclusive at this n") for law in r["laws"])
     names = {c["name"] for c in r["statistics"]["comparisons"]}
     for name in ("stochastic vs aligned (robust)", "stochastic vs aligned (clean)", "transfer vs stochastic",
@@ -189,7 +190,8 @@ def test_quick_report_has_intervals_comparisons_and_verdicts(two_quick_runs, siz
     assert len(labels) == len(set(labels))  # distinct configurations only
     report = (out / "report.md").read_text()
     for heading in ("The paper's laws: verdicts", "Paired comparisons", "Robustness over repeated test draws",
-                    "Disclosure", {"smoke": "SMOKE run", "quick": "SMALL run"}[size]):
+                    "Disclosure", {"smoke": "SMOKE run", "quick": "SMALL run"}[size], "**Post hoc**",
+                    "Caveat on every aligned PGD figure"):
         assert heading in report, heading
 
 
@@ -222,6 +224,23 @@ def test_rejudging_a_finished_report_rewrites_it_byte_identically(in_process_run
         assert (copy / name).read_bytes() == (in_process_run / name).read_bytes(), name
     code, _, stderr = _main(capsys, "reproduce", "--rejudge", "--out", tmp_path / "none")
     assert code == 2 and "only a finished report" in stderr
+
+
+@pytest.mark.slow  # each committed report judged again (C7's 2000 refits): about a minute each
+@pytest.mark.parametrize("name", ["digits-report", "digits-report-confirmatory"])
+def test_committed_reports_match_todays_statistics_code(name, tmp_path, capsys):
+    """A committed report's statistics, verdicts and report.md are what today's code computes from its outcomes."""
+    import shutil
+
+    committed = os.path.join(os.path.dirname(__file__), "..", "..", "docs", name)
+    if name == "digits-report-confirmatory" and not os.path.exists(os.path.join(committed, "results.json")):
+        pytest.fail("the confirmatory report is missing")  # it is committed with the code that judged it
+    copy = tmp_path / name
+    shutil.copytree(committed, copy, ignore=shutil.ignore_patterns("parts"))
+    code, _, _ = _main(capsys, "reproduce", "--rejudge", "--out", copy)
+    assert code == 0
+    for f in ("results.json", "report.md"):
+        assert (copy / f).read_text() == open(os.path.join(committed, f)).read(), f
 
 
 @pytest.mark.parametrize("args, message", [(("--n-images", "0"), "--n-images: 0 is below 1"),
