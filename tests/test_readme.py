@@ -8,6 +8,7 @@ weights or a GPU: compiled only). The install instructions it gives are checked 
 from __future__ import annotations
 
 import configparser
+import json
 import os
 import re
 import subprocess
@@ -109,3 +110,50 @@ def test_missing_robustbench_names_the_extra(monkeypatch, tmp_path):
         rb.import_robustbench()
     with pytest.raises(ImportError, match=re.escape(rb.INSTALL_HINT)):  # before any checkpoint lookup
         rb.robustbench_art_classifier("Standard", model_dir=str(tmp_path), device_type="cpu")
+
+
+def readme_lines() -> list[str]:
+    with open(README, encoding="utf-8") as f:
+        return f.read().splitlines()
+
+
+MEASURED_PERCENT = re.compile(r"\d+\.\d%")
+
+
+def test_every_measured_percentage_names_its_n():
+    """A measured accuracy (one decimal, e.g. 45.1%) stands with its n: on its line, or in its table's header."""
+    lines, header, missing = readme_lines(), "", []
+    for number, line in enumerate(lines, 1):
+        if line.startswith("|") and (number == 1 or not lines[number - 2].startswith("|")):
+            header = line  # the first row of a table
+        elif not line.startswith("|"):
+            header = ""
+        if MEASURED_PERCENT.search(line) and not re.search(r"n = \d|\d images", line + header):
+            missing.append(number)
+    assert not missing, f"README lines with a measured percentage but no n: {missing}"
+
+
+def law_verdicts(report: str) -> dict[str, str]:
+    with open(os.path.join(ROOT, "docs", report, "results.json"), encoding="utf-8") as f:
+        return {law["law"]: law["verdict"] for law in json.load(f)["laws"]}
+
+
+def test_readme_verdicts_are_the_reports_word_for_word():
+    """Both README law tables say what the committed reports' results.json say, word for word."""
+    exploratory, confirmatory = law_verdicts("digits-report"), law_verdicts("digits-report-confirmatory")
+
+    def verdict(cell: str) -> str:  # "**holds** (note)" -> "holds"
+        return re.sub(r"\s*\(.*\)$", "", cell.strip()).strip("*")
+
+    rows = [[cell.strip() for cell in line.strip("|").split("|")]
+            for line in readme_lines() if re.match(r"\| C[1-7] ", line)]
+    side_by_side = [row for row in rows if verdict(row[1]) in VERDICTS]
+    exploratory_table = [row for row in rows if verdict(row[1]) not in VERDICTS]
+    assert len(side_by_side) == len(exploratory_table) == 7
+    for law, left, right in side_by_side:
+        assert (verdict(left), verdict(right)) == (exploratory[law[:2]], confirmatory[law[:2]]), law
+    for law, _, right in exploratory_table:
+        assert verdict(right) == exploratory[law[:2]], law
+
+
+VERDICTS = ("holds", "does not hold", "inconclusive at this n")
