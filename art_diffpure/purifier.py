@@ -54,7 +54,7 @@ class DiffusionPurifier(PreprocessorPyTorch):
 
     - ``"ddpm"``: forward noising to ``t_star``, then ``t_star`` stochastic DDPM reverse steps (DiffPure).
     - ``"reverse"``: no forward noising; the reverse chain starts at ``t_star`` from the input itself.
-    - ``"ddim"``: forward noising, then deterministic DDIM reverse steps (eta = 0).
+    - ``"ddim"``: forward noising, then DDIM reverse steps (deterministic with ``ddim_eta=0``, the default).
 
     Forward noising is one-shot by default (the closed form ``sqrt(abar) x + sqrt(1 - abar) eps``,
     as DiffPure and diffusers' ``add_noise``; its noise uses the seed of forward step ``t_star - 1``);
@@ -81,6 +81,7 @@ class DiffusionPurifier(PreprocessorPyTorch):
         "channels_first",
         "forward_noising",
         "ddim_steps",
+        "ddim_eta",
         "strict",
         "deterministic",
         "verbose",
@@ -100,6 +101,7 @@ class DiffusionPurifier(PreprocessorPyTorch):
         channels_first: bool = True,
         forward_noising: str = "one_shot",
         ddim_steps: int | None = None,
+        ddim_eta: float = 0.0,
         generator_seed: int | None = None,
         checkpoint_budget_bytes: int | None = None,
         device_type: str = "gpu",
@@ -134,6 +136,8 @@ class DiffusionPurifier(PreprocessorPyTorch):
         :param channels_first: ``True`` for NCHW input, ``False`` for NHWC.
         :param forward_noising: ``"one_shot"`` (default) or ``"multistep"``.
         :param ddim_steps: number of DDIM reverse steps (default ``t_star``, i.e. stride 1).
+        :param ddim_eta: DDIM's eta: 0 (default) for the deterministic sampler, 1 for DDPM-like stochastic steps on
+            the strided schedule (its noise is drawn per step like DDPM's, so it is seeded and aligned too).
         :param generator_seed: seed of the purifier's own generator for ``seed=None`` (fresh noise on every
             call, but a reproducible sequence of calls); default: from ``os.urandom``.
         :param device_type: ``"gpu"`` or ``"cpu"`` (ART convention).
@@ -167,6 +171,7 @@ class DiffusionPurifier(PreprocessorPyTorch):
         self.channels_first = channels_first
         self.forward_noising = forward_noising
         self.ddim_steps = ddim_steps
+        self.ddim_eta = ddim_eta
         self.strict = strict
         self.deterministic = deterministic
         self.verbose = verbose
@@ -371,6 +376,57 @@ class DiffusionPurifier(PreprocessorPyTorch):
             trajectory = None if trajectory is None else trajectory.cpu().numpy()
         return (out, trajectory) if return_trajectory else out
 
+    def purify_draw(self, x: "torch.Tensor", seeds: Sequence[int], sample_ids: Sequence[int],
+                    return_trajectory: bool = False):
+        """
+        Purify the torch batch ``x`` under named draws: row ``r`` under base seed ``seeds[r]`` and sample id
+        ``sample_ids[r]``. The pair fixes all the noise of the row, so a later call replays the draw exactly.
+        Differentiable when torch's grad mode is on (``gradient="full"``; checkpointed as configured), so an attack
+        can backpropagate any incoming gradient through one draw (see :meth:`draw_vjp`) or through terms on the
+        chain's states. Rows run while an attack's control is installed join its audit as rows under the seeds
+        the attack chose.
+
+        :param return_trajectory: also return the chain's states ``(T, n, C, H, W)`` in model space [-1, 1] and
+            unclamped (a clamp would zero their gradients): the input, the forward-noised state(s), then the state
+            after each reverse step; :meth:`trajectory_timesteps` gives the timestep of each.
+        :return: the purified batch in input space (and the trajectory).
+        """
+        seeds, sample_ids = [int(s) for s in seeds], [int(i) for i in sample_ids]
+        if len(seeds) != len(x) or len(sample_ids) != len(x):
+            raise ValueError(f"Got {len(seeds)} seeds and {len(sample_ids)} sample_ids for a batch of {len(x)} rows")
+        control = self._live_control()
+        if control is not None:
+            control.record_chosen(sample_ids)
+        out, trajectory = self._purify_tensor(x, seeds, sample_ids, return_trajectory, raw_trajectory=True)
+        return (out, trajectory) if return_trajectory else out
+
+    def draw_vjp(self, x: "torch.Tensor", incoming: "torch.Tensor", seeds: Sequence[int],
+                 sample_ids: Sequence[int]) -> "torch.Tensor":
+        """
+        The vector-Jacobian product of one named draw: ``incoming`` (shaped like the purified output, e.g. a
+        classifier gradient at the purified image) pulled back to ``x`` through the draw ``(seeds, sample_ids)``,
+        replaying exactly its noise (one full backward through the chain).
+        """
+        import torch
+
+        with torch.enable_grad():
+            leaf = x.detach().clone().requires_grad_(True)
+            out = self.purify_draw(leaf, seeds, sample_ids)
+            (grad,) = torch.autograd.grad(out, leaf, grad_outputs=incoming.to(out.dtype))
+        return grad
+
+    def trajectory_timesteps(self) -> list[int]:
+        """The timestep of each state of a trajectory (``purify_draw(..., return_trajectory=True)``): -1 for the
+        input and for the final output, ``t`` for a state x_t."""
+        steps = self._reverse_timesteps()
+        if self.sampler == "reverse":
+            forward: list[int] = []
+        elif self.forward_noising == "one_shot":
+            forward = [self.t_star - 1]
+        else:
+            forward = list(range(self.t_star))
+        return [-1, *forward, *steps[1:], -1]
+
     def forward(self, x: "torch.Tensor", y: Any | None = None) -> tuple["torch.Tensor", Any | None]:
         """
         Purify a batch inside ART's PyTorch preprocessing chain (differentiable when ``gradient="full"``).
@@ -456,7 +512,7 @@ class DiffusionPurifier(PreprocessorPyTorch):
         generator = torch.Generator(device="cpu")
         generator.set_state(state["_fresh_generator"])
         # Attributes added since older pickles were written.
-        self.__dict__.update({"deterministic": False, "_noise_call": (0, 0), "_warned_device": False})
+        self.__dict__.update({"deterministic": False, "_noise_call": (0, 0), "_warned_device": False, "ddim_eta": 0.0})
         self.__dict__.update(state, _fresh_generator=generator)
 
     def __deepcopy__(self, memo: dict) -> "DiffusionPurifier":
@@ -481,7 +537,7 @@ class DiffusionPurifier(PreprocessorPyTorch):
 
     # ------------------------------------------------------------------ the chain
     def _purify_tensor(self, x: "torch.Tensor", seed, sample_ids, return_trajectory: bool, fresh: bool = False,
-                       out_dtype: "torch.dtype | None" = None):
+                       out_dtype: "torch.dtype | None" = None, raw_trajectory: bool = False):
         """Purify ``x``; ``fresh`` forces fresh noise (a control's stochastic mode), whatever the seeds say."""
         import torch
 
@@ -528,7 +584,8 @@ class DiffusionPurifier(PreprocessorPyTorch):
 
         trajectory = None
         if return_trajectory:
-            trajectory = to_input_space(torch.cat(trajs, dim=1) if len(trajs) > 1 else trajs[0])
+            trajectory = torch.cat(trajs, dim=1) if len(trajs) > 1 else trajs[0]
+            trajectory = trajectory if raw_trajectory else to_input_space(trajectory)
         return to_input_space(out), trajectory
 
     def _chain(self, z: "torch.Tensor", rows, return_trajectory: bool, call_rows: int | None = None):
@@ -560,7 +617,8 @@ class DiffusionPurifier(PreprocessorPyTorch):
 
         # 2. Reverse chain. Each step draws its own noise inside it (see StepNoise).
         steps = self._reverse_timesteps()
-        noise = None if self.sampler == "ddim" else self._noise(rows, z.shape[0], steps, shape, reverse=True, like=z)
+        noiseless = self.sampler == "ddim" and self.ddim_eta == 0
+        noise = None if noiseless else self._noise(rows, z.shape[0], steps, shape, reverse=True, like=z)
         differentiable = torch.is_grad_enabled() and x_t.requires_grad
         use_checkpoint = differentiable and self.checkpoint is True
         for k in tqdm(range(len(steps)), desc="Reverse steps", disable=not self.verbose, leave=False):
@@ -625,7 +683,7 @@ class DiffusionPurifier(PreprocessorPyTorch):
         if self.sampler == "ddim":
             ddim = self._ddim_scheduler()
             eps = model_output[:, : x_t.shape[1]]  # learned-variance models: DDIM uses eps only
-            return ddim.step(eps, t, x_t, eta=0.0).prev_sample
+            return ddim.step(eps, t, x_t, eta=float(self.ddim_eta), variance_noise=noise).prev_sample
         return samplers.ddpm_step(self._cpu_scheduler, model_output, t, x_t, noise)
 
     def _ddim_scheduler(self):
@@ -732,6 +790,8 @@ class DiffusionPurifier(PreprocessorPyTorch):
             raise ValueError(f"batch_size must be a positive int, got {self.batch_size!r}")
         if len(self.clip_values) != 2 or not self.clip_values[0] < self.clip_values[1]:
             raise ValueError(f"clip_values must be (min, max) with min < max, got {self.clip_values!r}")
+        if not np.isscalar(self.ddim_eta) or not 0.0 <= float(self.ddim_eta) <= 1.0:
+            raise ValueError(f"ddim_eta must be a number in [0, 1], got {self.ddim_eta!r}")
         if self.ddim_steps is not None and (not isinstance(self.ddim_steps, (int, np.integer)) or not 1 <= self.ddim_steps <= self.t_star):
             raise ValueError(f"ddim_steps must be None or an int in [1, t_star={self.t_star}], got {self.ddim_steps!r}")
         prediction = getattr(self.scheduler.config, "prediction_type", "epsilon")

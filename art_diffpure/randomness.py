@@ -102,6 +102,34 @@ SEED_LIMIT = 2**32  # the seed hash works modulo 2**32: keep derived seeds disti
 BOUND_RTOL, BOUND_ATOL = 1e-5, 1e-6
 
 
+#: Named draws. The attacks built for purification (DiffHammer, DiffAttack, surrogate PGD-EOT) draw their own
+#: randomness by name: draw ``j`` of base seed ``s`` is base seed ``s + ATTACK_DRAW_OFFSET + j``; the test draws of
+#: an evaluation over N draws are ``s + EVALUATION_DRAW_OFFSET + j``. Both offsets are primes far above any EOT or
+#: transfer seed, so no attack draw is ever a test draw, an EOT configuration or a transfer test seed.
+ATTACK_DRAW_OFFSET = 2_000_000_011
+EVALUATION_DRAW_OFFSET = 3_000_000_019
+#: Room for each family of named draws: ``j`` stays below this, and ``s + offset + j`` below 2**32.
+DRAW_FAMILY_SIZE = 1_000_000_000
+
+
+def _draw_seeds(seed: int, offset: int, start: int, n: int) -> list[int]:
+    if int(start) < 0 or int(n) < 0 or int(start) + int(n) > DRAW_FAMILY_SIZE:
+        raise ValueError(f"draws {start}..{start + n - 1} lie outside 0..{DRAW_FAMILY_SIZE - 1}")
+    if int(seed) + offset + int(start) + int(n) > SEED_LIMIT:
+        raise ValueError(f"base seed {seed} is too large for {n} named draws (they must stay below 2**32)")
+    return [int(seed) + offset + int(start) + j for j in range(int(n))]
+
+
+def attack_draw_seeds(seed: int, start: int, n: int) -> list[int]:
+    """Base seeds of the attack's named draws ``start .. start + n - 1`` for base seed ``seed``."""
+    return _draw_seeds(seed, ATTACK_DRAW_OFFSET, start, n)
+
+
+def evaluation_draw_seeds(seed: int, n: int) -> list[int]:
+    """Base seeds of the ``n`` test draws of an evaluation over draws for base seed ``seed``."""
+    return _draw_seeds(seed, EVALUATION_DRAW_OFFSET, 0, n)
+
+
 def eot_seeds(seed: int, eot_samples: int) -> list[int]:
     """The base seeds of the ``eot_samples`` attack configurations of base seed ``seed``: ``seed + k * 7919``."""
     return [int(seed) + k * EOT_SEED_STRIDE for k in range(eot_samples)]
@@ -313,6 +341,16 @@ class RandomnessControl:
                                  "one sample at a time when the attack has no perturbation bound; pass "
                                  "batch_size=1 to force it")
 
+    def record_chosen(self, sample_ids: Sequence[int]) -> None:
+        """Count rows an attack ran under named draws it chose itself (explicit seeds per row): intended by
+        construction, so they join the audit as intended rows of their samples."""
+        ids = np.asarray(sample_ids, dtype=np.int64).reshape(-1)
+        self.audit.calls += 1
+        self.audit.rows_purified += len(ids)
+        self.audit.rows_intended += len(ids)
+        for i in ids.tolist():
+            self.audit.rows_per_sample[i] = self.audit.rows_per_sample.get(i, 0) + 1
+
     def record_escape(self, n: int, why: str) -> None:
         """Count ``n`` rows that ran (or would have run) outside this control."""
         self.audit.rows_purified += n
@@ -364,8 +402,10 @@ class StepNoise:
 
 
 __all__ = [
+    "ATTACK_DRAW_OFFSET",
     "AmbiguousRowsError",
     "EOT_SEED_STRIDE",
+    "EVALUATION_DRAW_OFFSET",
     "P_I",
     "P_S",
     "P_T",
@@ -376,7 +416,9 @@ __all__ = [
     "TRANSFER_SEED_OFFSET",
     "active_controls",
     "aligned_noise",
+    "attack_draw_seeds",
     "eot_seeds",
+    "evaluation_draw_seeds",
     "min_separation",
     "numpy_seeded",
     "numpy_start_seed",

@@ -20,7 +20,10 @@ import numpy as np
 
 from art_diffpure._utils import one_hot
 from art_diffpure.attacks.autoattack import Fra31AutoAttack, autoattack_rand
+from art_diffpure.attacks.diffattack import DiffAttack
+from art_diffpure.attacks.diffhammer import DiffHammer
 from art_diffpure.attacks.randomness_aligned import RandomnessAlignedAttack
+from art_diffpure.attacks.surrogate import SurrogatePGDEOT
 
 if TYPE_CHECKING:  # pragma: no cover
     from art.attacks.attack import EvasionAttack
@@ -94,7 +97,21 @@ ATTACKS: dict[str, AttackSpec] = {s.name: s for s in [
     AttackSpec("GeoDA", lambda c: _e("GeoDA")(c, max_iter=300, sub_dim=4, verbose=False), random=True),
     AttackSpec("SimBA", lambda c: _e("SimBA")(c, attack="px", max_iter=5, epsilon=EPS, verbose=False), random=True,
                probabilities=True),
+    # The attacks built for diffusion purification (their random starts are seeded per batch: random=True).
+    AttackSpec("DiffHammer", lambda c: DiffHammer(c, eps=EPS, max_iter=2, n_draws=2, losses=("ce",)), norm=np.inf,
+               random=True),
+    AttackSpec("DiffAttack", lambda c: DiffAttack(c, eps=EPS, max_iter=2, eot_samples=2, every=1, losses=("ce",)),
+               norm=np.inf, random=True),
+    AttackSpec("Surrogate PGD-EOT", lambda c: SurrogatePGDEOT(c, eps=EPS, max_iter=2, eot_samples=2,
+                                                              surrogate_steps=1), norm=np.inf, random=True),
 ]}
+
+#: Cells that cannot run by design, and the words of the error they stop with: the purification attacks
+#: backpropagate through the purifier (no BPDA purifier) and need one (no undefended classifier).
+NOT_APPLICABLE = {
+    **{(name, "direct-bpda"): "gradient='full'" for name in ("DiffHammer", "DiffAttack")},
+    **{(name, "undefended"): "no DiffusionPurifier" for name in ("DiffHammer", "DiffAttack", "Surrogate PGD-EOT")},
+}
 
 #: Attacks ART itself cannot run in this environment, undefended too (the defended cells then fail the same way).
 KNOWN_ART_FAILURES = {
@@ -107,7 +124,8 @@ FAST_CELLS = [(name, "aligned") for name in ATTACKS] + [
     (name, "direct-full") for name in ("ElasticNet", "ZOO", "UniversalPerturbation", "NewtonFool", "GeoDA",
                                        "HopSkipJump", "Boundary")
 ] + [("AutoAttack rand (ART)", mode) for mode in ("transfer", "stochastic")] + [
-    ("AutoAttack standard (fra31)", "stochastic"), ("DeepFool", "direct-bpda")]
+    ("AutoAttack standard (fra31)", "stochastic"), ("DeepFool", "direct-bpda")] + [
+    (name, mode) for name in ("DiffHammer", "DiffAttack", "Surrogate PGD-EOT") for mode in MODES]
 
 
 @dataclass
@@ -219,4 +237,5 @@ def run_undefended(spec: AttackSpec, make_plain: Callable[[bool], "PyTorchClassi
     return cell
 
 
-__all__ = ["ATTACKS", "AttackSpec", "Cell", "FAST_CELLS", "KNOWN_ART_FAILURES", "MODES", "run_cell", "run_undefended"]
+__all__ = ["ATTACKS", "AttackSpec", "Cell", "FAST_CELLS", "KNOWN_ART_FAILURES", "MODES", "NOT_APPLICABLE", "run_cell",
+           "run_undefended"]

@@ -1,0 +1,174 @@
+"""
+DiffHammer (Wang et al., NeurIPS 2024): a selective attack over the purifier's draws, with gradient grafting.
+
+| Paper link: https://neurips.cc/virtual/2024/poster/94646
+
+Each iteration at x_adv:
+
+1. N draws of the purifier, without a graph; per draw j the loss l_j and the classifier-only gradient g_j at the
+   purified output (success per sample, draw and iteration is recorded: the in-attack N-evaluation).
+2. E-step, per sample: the draw j* whose step ``eps * sign(g_j)`` raises the others' losses most to first order,
+   ``j* = argmax_j sum_k elu(l_k + eps <sign(g_j), g_k>)``; weights ``w_k = sigmoid(lam (l_k + <sign(g_j*), g_k>))``
+   and the incoming gradient ``r = sum_k w_k g_k / sum_k w_k``.
+3. M-step (gradient grafting): ONE full backward through draw j*, replaying exactly its noise, with ``r`` as the
+   incoming gradient (:meth:`~art_diffpure.DiffusionPurifier.draw_vjp`); averaged with the previous step's
+   gradient as ``v g + (1 - v) g_prev``, ``v = (i + 1)^-alpha``.
+4. An APGD update (:mod:`~art_diffpure.attacks.apgd`) on the worst-case loss over the N draws.
+
+Restarts run the losses in turn (CW, CE, DLR). Per sample the attack returns the iterate that most draws
+misclassified (ties: the higher mean loss). Cost per iteration: N no-grad purifications and one backward, where
+PGD-EOT-N does N backwards.
+"""
+from __future__ import annotations
+
+import time
+from typing import Any, Sequence
+
+import numpy as np
+from art.attacks.attack import EvasionAttack
+from art.estimators.classification.classifier import ClassifierMixin
+from art.estimators.estimator import BaseEstimator
+from tqdm.auto import tqdm
+
+from art_diffpure._utils import index_labels
+from art_diffpure.attacks.apgd import apgd_linf
+from art_diffpure.attacks.purified import PurifiedClassifier, check_common, per_sample_loss
+from art_diffpure.randomness import numpy_seeded, seed_hash
+
+
+def select_draw(grads: np.ndarray, losses: np.ndarray, eps: float, lam: float) -> tuple[np.ndarray, np.ndarray]:
+    """
+    DiffHammer's E-step for one iteration.
+
+    :param grads: classifier gradients at the purified outputs, ``(N, n, d)`` (draw, sample, pixel).
+    :param losses: per-draw losses, ``(N, n)``.
+    :return: ``(chosen draw per sample (n,), weights (N, n))``.
+    """
+    unit = np.sign(grads)
+    delta = np.einsum("jbd,kbd->jkb", unit, grads)  # first-order loss change of draw k after draw j's step
+    raised = losses[None, :, :] + eps * delta
+    elu = np.where(raised > 0, raised, np.expm1(np.minimum(raised, 0)))
+    chosen = elu.sum(axis=1).argmax(axis=0)
+    n = grads.shape[1]
+    agreement = np.einsum("bd,kbd->kb", unit[chosen, np.arange(n)], grads)
+    weights = 1.0 / (1.0 + np.exp(-lam * (losses + agreement)))
+    return chosen, weights
+
+
+class DiffHammer(EvasionAttack):
+    """DiffHammer: selective EM attack over N draws with gradient grafting and APGD updates (Linf)."""
+
+    attack_params = EvasionAttack.attack_params + ["eps", "norm", "max_iter", "n_draws", "lam", "alpha", "losses",
+                                                   "seed", "batch_size", "verbose"]
+    _estimator_requirements = (BaseEstimator, ClassifierMixin)
+
+    def __init__(self, classifier: Any, eps: float = 8 / 255, norm: float = np.inf, max_iter: int = 100,
+                 n_draws: int = 10, lam: float = 5.0, alpha: float = 0.5, losses: Sequence[str] = ("cw", "ce", "dlr"),
+                 seed: int = 0, batch_size: int = 32, verbose: bool = False) -> None:
+        """
+        :param classifier: an ART ``PyTorchClassifier`` with a ``DiffusionPurifier`` (``gradient="full"``).
+        :param max_iter: APGD iterations per loss.
+        :param n_draws: N, the draws per iteration (the paper: 10).
+        :param lam: the E-step's weight sharpness (the paper: 5).
+        :param alpha: exponent of the stepwise gradient averaging (the paper: 0.5).
+        :param losses: one restart per loss, in turn (the paper: CW, CE, DLR).
+        :param seed: base seed of the attack's named draws and random starts.
+        """
+        super().__init__(estimator=classifier)
+        self.eps, self.norm, self.max_iter, self.n_draws = eps, norm, max_iter, n_draws
+        self.lam, self.alpha, self.losses, self.seed = lam, alpha, tuple(losses), seed
+        self.batch_size, self.verbose = batch_size, verbose
+        self._check_params()
+        self.head = PurifiedClassifier(classifier)
+        if self.head.purifier.gradient != "full":
+            raise ValueError("DiffHammer backpropagates through the purifier: build it with gradient='full'")
+        self.perturbation_bound = float(eps)
+        #: In-attack success per (restart x iteration, draw, sample) of the last generate: DiffHammer's own
+        #: N-evaluation (a sample falls if any draw at any iteration misclassifies it), not a test on fresh draws.
+        self.last_success: np.ndarray | None = None
+        self.last_wall_time_s: float | None = None
+
+    def draw_statistics(self, x: np.ndarray, y: np.ndarray, draws: Sequence[int], ids: Sequence[int],
+                        loss: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[int]]:
+        """Per draw (no graph through the purifier): losses ``(N, n)``, classifier gradients at the purified
+        outputs ``(N, n, d)`` and successes ``(N, n)``, and the draw seeds ``(N,)``."""
+        import torch
+
+        head, n, e = self.head, len(x), len(draws)
+        seeds = np.repeat(np.asarray(draws, dtype=np.int64), n).tolist()
+        rows = np.tile(np.asarray(ids, dtype=np.int64), e).tolist()
+        with torch.no_grad():
+            out = head.purify(torch.cat([head.tensor(x)] * e), seeds, rows)
+        out = out.detach().requires_grad_(True)
+        labels = torch.as_tensor(np.tile(y, e), device=out.device)
+        with torch.enable_grad():
+            logits = head.logits(out)
+            losses = per_sample_loss(logits, labels, loss)
+            (grad,) = torch.autograd.grad(losses.sum(), out)
+        success = (logits.argmax(dim=1) != labels).reshape(e, n)
+        return (losses.detach().reshape(e, n).cpu().numpy().astype(np.float64),
+                grad.reshape(e, n, -1).cpu().numpy().astype(np.float64), success.cpu().numpy(), list(draws))
+
+    def _attack_batch(self, xb: np.ndarray, yb: np.ndarray, ib: np.ndarray, clip: tuple[float, float],
+                      records: list[np.ndarray]) -> np.ndarray:
+        best = xb.copy()
+        best_score = np.full((len(xb), 2), -np.inf)  # (draws misclassified, mean loss), lexicographic
+        for r, loss in enumerate(self.losses):
+            with numpy_seeded(seed_hash(self.seed, int(ib[0]), 2 + r)):
+                start = np.clip(xb + np.random.uniform(-self.eps, self.eps, xb.shape), *clip).astype(xb.dtype)
+            past: dict[str, np.ndarray] = {}
+
+            def gradient(z: np.ndarray, it: int, loss=loss, r=r, past=past) -> tuple[np.ndarray, np.ndarray]:
+                draws = self.head.draws(self.seed, (r * (self.max_iter + 1) + it) * self.n_draws, self.n_draws)
+                losses, grads, success, seeds = self.draw_statistics(z, yb, draws, ib, loss)
+                records.append(success)
+                score = np.stack([success.sum(axis=0), losses.mean(axis=0)], axis=1)
+                better = (score[:, 0] > best_score[:, 0]) | ((score[:, 0] == best_score[:, 0])
+                                                              & (score[:, 1] > best_score[:, 1]))
+                best[better], best_score[better] = z[better], score[better]
+                chosen, weights = select_draw(grads, losses, self.eps, self.lam)
+                incoming = (weights[..., None] * grads).sum(axis=0) / weights.sum(axis=0)[:, None]
+                chosen_seeds = [int(seeds[j]) for j in chosen]
+                g = self.head.draw_vjp(z, incoming.reshape(z.shape), chosen_seeds, ib.tolist())
+                if "g" in past:
+                    v = (it + 1) ** -self.alpha
+                    g = v * g + (1 - v) * past["g"]
+                past["g"] = g
+                return losses.max(axis=0), g
+
+            apgd_linf(xb, start, self.eps, self.max_iter, gradient, clip)
+        return best
+
+    def generate(self, x: np.ndarray, y: np.ndarray | None = None, **kwargs) -> np.ndarray:
+        """
+        :param x: clean samples in the classifier's clip range.
+        :param y: true labels (indices or one-hot); ``None`` for the classifier's predictions.
+        :param sample_ids: optional ids of the rows (inside RandomnessAlignedAttack: the wrapper's).
+        :return: adversarial samples; ``last_success`` holds the in-attack record.
+        """
+        x = np.asarray(x)
+        labels = (np.argmax(self.estimator.predict(x), axis=1) if y is None
+                  else index_labels(y, self.estimator.nb_classes)).astype(np.int64)
+        ids = self.head.sample_ids(len(x), kwargs.get("sample_ids"))
+        clip = tuple(self.estimator.clip_values)
+        x_adv = x.copy()
+        per_batch = []
+        t0 = time.perf_counter()
+        for start in tqdm(range(0, len(x), self.batch_size), desc="DiffHammer", disable=not self.verbose):
+            sl = slice(start, start + self.batch_size)
+            records: list[np.ndarray] = []
+            x_adv[sl] = self._attack_batch(x[sl], labels[sl], ids[sl], clip, records)
+            per_batch.append(np.stack(records))
+        self.last_success = np.concatenate(per_batch, axis=2)
+        self.last_wall_time_s = time.perf_counter() - t0
+        return x_adv
+
+    def _check_params(self) -> None:
+        check_common(self)
+        if isinstance(self.n_draws, bool) or not isinstance(self.n_draws, (int, np.integer)) or self.n_draws < 1:
+            raise ValueError(f"n_draws must be a positive int, got {self.n_draws!r}")
+        if not np.isscalar(self.lam) or self.lam <= 0 or not np.isscalar(self.alpha) or self.alpha < 0:
+            raise ValueError("lam must be positive and alpha non-negative")
+
+
+__all__ = ["DiffHammer", "select_draw"]
