@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import threading
 from typing import Sequence
 
 __all__ = ["main"]
@@ -95,7 +96,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "reproduce":
         from art_diffpure.reproduce import PresetUnavailable, rejudge, run_preset
-        from art_diffpure.reproduce.store import RunMismatch
+        from art_diffpure.reproduce.store import (DirectoryInUse, RunMismatch, StoreWriteError, directory_in_use,
+                                                  exit_cleanly_on_sigterm)
 
         if args.rejudge:
             try:
@@ -106,14 +108,27 @@ def main(argv: Sequence[str] | None = None) -> int:
             verdicts = ", ".join(f"{law['law']} {law['verdict']}" for law in results.get("laws", []))
             print(f"rewrote {args.out}/report.md and results.json: {verdicts}")
             return 0
+        resume = f"rerun the same command to resume from what {args.out} holds"
         try:
-            run_preset(args)
+            if threading.current_thread() is threading.main_thread():
+                exit_cleanly_on_sigterm()  # SIGTERM ends through finally blocks, as Ctrl-C does
+            with directory_in_use(args.out, "art-diffpure reproduce"):
+                run_preset(args)
         except PresetUnavailable as err:
             print(f"art-diffpure reproduce --preset {args.preset}: {err}", file=sys.stderr)
             return 2
-        except RunMismatch as err:
+        except (RunMismatch, DirectoryInUse) as err:
             print(f"art-diffpure reproduce: {err}", file=sys.stderr)
             return 2
+        except StoreWriteError as err:
+            print(f"art-diffpure reproduce: {err}", file=sys.stderr)
+            return 1
+        except KeyboardInterrupt:
+            print(f"art-diffpure reproduce: interrupted; {resume}", file=sys.stderr)
+            return 130
+        except SystemExit as stop:  # SIGTERM
+            print(f"art-diffpure reproduce: stopped; {resume}", file=sys.stderr)
+            return int(stop.code or 143)
         return 0
     if args.command == "masking":
         import torch
@@ -124,9 +139,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
         exit_cleanly_on_sigterm()  # a stopped worker releases its claim at once
 
-        res = masking_report.run(args.out, tuple(args.samplers), n_images=args.n_images,
-                                 square_queries=args.square_queries, restarts=args.restarts, batch_size=args.batch_size,
-                                 attack=not args.report_only)
+        try:
+            res = masking_report.run(args.out, tuple(args.samplers), n_images=args.n_images,
+                                     square_queries=args.square_queries, restarts=args.restarts,
+                                     batch_size=args.batch_size, attack=not args.report_only)
+        except (KeyboardInterrupt, SystemExit) as stop:
+            print(f"art-diffpure masking: stopped (claims released); rerun the same command to resume from what "
+                  f"{args.out} holds", file=sys.stderr)
+            return 130 if isinstance(stop, KeyboardInterrupt) else int(stop.code or 143)
         print(f"wrote {args.out}/report.md: " + ", ".join(f"{k} {v['overall']}" for k, v in res["samplers"].items()))
         return 0
     if args.command == "evaluate":

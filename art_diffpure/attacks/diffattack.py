@@ -22,12 +22,11 @@ import numpy as np
 from art.attacks.attack import EvasionAttack
 from art.estimators.classification.classifier import ClassifierMixin
 from art.estimators.estimator import BaseEstimator
-from tqdm.auto import tqdm
 
-from art_diffpure._utils import index_labels
 from art_diffpure.attacks.apgd import apgd_linf
-from art_diffpure.attacks.purified import PurifiedClassifier, check_common, per_sample_loss
-from art_diffpure.randomness import aligned_noise, numpy_seeded, seed_hash
+from art_diffpure.attacks.purified import (PurifiedClassifier, check_common, labelled_batches, per_sample_loss,
+                                          random_start)
+from art_diffpure.randomness import aligned_noise
 
 
 class DiffAttack(EvasionAttack):
@@ -109,24 +108,18 @@ class DiffAttack(EvasionAttack):
         :return: adversarial samples, same shape and dtype as ``x``.
         """
         x = np.asarray(x)
-        labels = (np.argmax(self.estimator.predict(x), axis=1) if y is None
-                  else index_labels(y, self.estimator.nb_classes)).astype(np.int64)
-        ids = self.head.sample_ids(len(x), kwargs.get("sample_ids"))
-        lo, hi = self.estimator.clip_values
+        clip = tuple(self.estimator.clip_values)
         x_adv = x.copy()
         t0 = time.perf_counter()
-        for start in tqdm(range(0, len(x), self.batch_size), desc="DiffAttack", disable=not self.verbose):
-            sl = slice(start, start + self.batch_size)
-            xb, yb, ib = x[sl], labels[sl], ids[sl]
-            with numpy_seeded(seed_hash(self.seed, int(ib[0]), 1)):
-                current = np.clip(xb + np.random.uniform(-self.eps, self.eps, xb.shape), lo, hi).astype(x.dtype)
+        for sl, xb, yb, ib in labelled_batches(self, x, y, kwargs.get("sample_ids"), "DiffAttack"):
+            current = random_start(xb, self.eps, clip, self.seed, ib[0], 1)
             for r, loss in enumerate(self.losses):
                 def gradient(z: np.ndarray, it: int, loss=loss, r=r) -> tuple[np.ndarray, np.ndarray]:
                     draws = self.head.draws(self.seed, (r * (self.max_iter + 1) + it) * self.eot_samples,
                                             self.eot_samples)
                     return self.loss_and_gradient(z, yb, draws, ib, loss)
 
-                current, _ = apgd_linf(xb, current, self.eps, self.max_iter, gradient, (lo, hi))
+                current, _ = apgd_linf(xb, current, self.eps, self.max_iter, gradient, clip)
             x_adv[sl] = current
         self.last_wall_time_s = time.perf_counter() - t0
         return x_adv

@@ -28,12 +28,10 @@ import numpy as np
 from art.attacks.attack import EvasionAttack
 from art.estimators.classification.classifier import ClassifierMixin
 from art.estimators.estimator import BaseEstimator
-from tqdm.auto import tqdm
 
-from art_diffpure._utils import index_labels
 from art_diffpure.attacks.apgd import apgd_linf
-from art_diffpure.attacks.purified import PurifiedClassifier, check_common, per_sample_loss
-from art_diffpure.randomness import numpy_seeded, seed_hash
+from art_diffpure.attacks.purified import (PurifiedClassifier, check_common, labelled_batches, per_sample_loss,
+                                          random_start)
 
 
 def select_draw(grads: np.ndarray, losses: np.ndarray, eps: float, lam: float) -> tuple[np.ndarray, np.ndarray]:
@@ -114,8 +112,7 @@ class DiffHammer(EvasionAttack):
         best = xb.copy()
         best_score = np.full((len(xb), 2), -np.inf)  # (draws misclassified, mean loss), lexicographic
         for r, loss in enumerate(self.losses):
-            with numpy_seeded(seed_hash(self.seed, int(ib[0]), 2 + r)):
-                start = np.clip(xb + np.random.uniform(-self.eps, self.eps, xb.shape), *clip).astype(xb.dtype)
+            start = random_start(xb, self.eps, clip, self.seed, ib[0], 2 + r)
             past: dict[str, np.ndarray] = {}
 
             def gradient(z: np.ndarray, it: int, loss=loss, r=r, past=past) -> tuple[np.ndarray, np.ndarray]:
@@ -147,17 +144,13 @@ class DiffHammer(EvasionAttack):
         :return: adversarial samples; ``last_success`` holds the in-attack record.
         """
         x = np.asarray(x)
-        labels = (np.argmax(self.estimator.predict(x), axis=1) if y is None
-                  else index_labels(y, self.estimator.nb_classes)).astype(np.int64)
-        ids = self.head.sample_ids(len(x), kwargs.get("sample_ids"))
         clip = tuple(self.estimator.clip_values)
         x_adv = x.copy()
         per_batch = []
         t0 = time.perf_counter()
-        for start in tqdm(range(0, len(x), self.batch_size), desc="DiffHammer", disable=not self.verbose):
-            sl = slice(start, start + self.batch_size)
+        for sl, xb, yb, ib in labelled_batches(self, x, y, kwargs.get("sample_ids"), "DiffHammer"):
             records: list[np.ndarray] = []
-            x_adv[sl] = self._attack_batch(x[sl], labels[sl], ids[sl], clip, records)
+            x_adv[sl] = self._attack_batch(xb, yb, ib, clip, records)
             per_batch.append(np.stack(records))
         self.last_success = np.concatenate(per_batch, axis=2)
         self.last_wall_time_s = time.perf_counter() - t0

@@ -16,12 +16,14 @@ stochastic randomness the attack's own named draws, never a test draw.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 import numpy as np
+from tqdm.auto import tqdm
 
+from art_diffpure._utils import index_labels
 from art_diffpure.purifier import find_purifier
-from art_diffpure.randomness import attack_draw_seeds
+from art_diffpure.randomness import attack_draw_seeds, numpy_seeded, seed_hash
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -112,6 +114,24 @@ def per_sample_loss(logits: "torch.Tensor", y: "torch.Tensor", kind: str) -> "to
     raise ValueError(f"Unknown loss {kind!r}; expected one of {LOSSES}")
 
 
+def labelled_batches(attack: Any, x: np.ndarray, y: Any, given_ids: Any, desc: str
+                     ) -> Iterator[tuple[slice, np.ndarray, np.ndarray, np.ndarray]]:
+    """``(slice, x, labels, sample ids)`` per batch of ``attack.batch_size`` (labels: ``y`` as indices, or the
+    classifier's predictions when ``y`` is None), with a progress bar when ``attack.verbose``."""
+    labels = (np.argmax(attack.estimator.predict(x), axis=1) if y is None
+              else index_labels(y, attack.estimator.nb_classes)).astype(np.int64)
+    ids = attack.head.sample_ids(len(x), given_ids)
+    for start in tqdm(range(0, len(x), attack.batch_size), desc=desc, disable=not attack.verbose):
+        sl = slice(start, start + attack.batch_size)
+        yield sl, x[sl], labels[sl], ids[sl]
+
+
+def random_start(x: np.ndarray, eps: float, clip: Sequence[float], seed: int, first_id: int, stream: int) -> np.ndarray:
+    """A uniform start in the Linf ball, from numpy seeded by ``hash(seed, first id of the batch, stream)``."""
+    with numpy_seeded(seed_hash(seed, int(first_id), stream)):
+        return np.clip(x + np.random.uniform(-eps, eps, x.shape), clip[0], clip[1]).astype(x.dtype)
+
+
 def check_common(attack: Any) -> None:
     """The parameter checks every attack here shares (ART's ``_check_params`` style)."""
     def positive_int(name: str) -> None:
@@ -134,4 +154,4 @@ def check_common(attack: Any) -> None:
         raise ValueError("verbose must be a bool")
 
 
-__all__ = ["LOSSES", "PurifiedClassifier", "check_common", "per_sample_loss"]
+__all__ = ["LOSSES", "PurifiedClassifier", "check_common", "labelled_batches", "per_sample_loss", "random_start"]

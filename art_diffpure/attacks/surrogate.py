@@ -18,12 +18,10 @@ import numpy as np
 from art.attacks.attack import EvasionAttack
 from art.estimators.classification.classifier import ClassifierMixin
 from art.estimators.estimator import BaseEstimator
-from tqdm.auto import tqdm
 
-from art_diffpure._utils import index_labels
-from art_diffpure.attacks.purified import PurifiedClassifier, check_common, per_sample_loss
+from art_diffpure.attacks.purified import (PurifiedClassifier, check_common, labelled_batches, per_sample_loss,
+                                          random_start)
 from art_diffpure.purifier import DiffusionPurifier
-from art_diffpure.randomness import numpy_seeded, seed_hash
 
 #: The paper's step at eps = 8/255; the step is scaled with eps.
 PAPER_STEP, PAPER_EPS = 0.007, 8 / 255
@@ -94,17 +92,11 @@ class SurrogatePGDEOT(EvasionAttack):
         :return: adversarial samples (the last PGD iterate, as PGD-EOT).
         """
         x = np.asarray(x)
-        labels = (np.argmax(self.estimator.predict(x), axis=1) if y is None
-                  else index_labels(y, self.estimator.nb_classes)).astype(np.int64)
-        ids = self.head.sample_ids(len(x), kwargs.get("sample_ids"))
-        lo, hi = self.estimator.clip_values
+        lo, hi = clip = tuple(self.estimator.clip_values)
         x_adv = x.copy()
         t0 = time.perf_counter()
-        for start in tqdm(range(0, len(x), self.batch_size), desc="SurrogatePGDEOT", disable=not self.verbose):
-            sl = slice(start, start + self.batch_size)
-            xb, yb, ib = x[sl], labels[sl], ids[sl]
-            with numpy_seeded(seed_hash(self.seed, int(ib[0]), 5)):
-                z = np.clip(xb + np.random.uniform(-self.eps, self.eps, xb.shape), lo, hi).astype(x.dtype)
+        for sl, xb, yb, ib in labelled_batches(self, x, y, kwargs.get("sample_ids"), "SurrogatePGDEOT"):
+            z = random_start(xb, self.eps, clip, self.seed, ib[0], 5)
             for it in range(self.max_iter):
                 draws = self.head.draws(self.seed, it * self.eot_samples, self.eot_samples)
                 _, grad = self.loss_and_gradient(z, yb, draws, ib)

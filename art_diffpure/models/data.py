@@ -45,15 +45,36 @@ def load_digits_split(split: str) -> tuple[np.ndarray, np.ndarray]:
     return x, y
 
 
+#: What a CIFAR-10 python batch holds: builtin containers and numpy arrays (their reconstruction functions).
+_CIFAR_GLOBALS = {
+    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"), ("numpy", "ndarray"),
+    ("numpy", "dtype"), ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
+    ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"), ("_codecs", "encode"),
+    ("builtins", "bytearray"),
+}
+
+
 def load_cifar10_batch(path: str) -> tuple[np.ndarray, np.ndarray]:
     """
     A CIFAR-10 python batch (e.g. ``cifar-10-batches-py/test_batch``): images ``(n, 3, 32, 32)`` float32 in [0, 1]
-    and labels. The batches are pickles of plain arrays (the official format): only load files you trust.
+    and labels. The batches are pickles by their format; they are read with an unpickler that admits only the
+    builtin and numpy types those files hold, so a file crafted to run code is refused (``ValueError``).
     """
     import pickle
 
+    class Restricted(pickle.Unpickler):
+        def find_class(self, module: str, name: str):
+            if (module, name) in _CIFAR_GLOBALS:
+                return super().find_class(module, name)
+            raise pickle.UnpicklingError(f"{module}.{name} is not a type a CIFAR-10 batch holds")
+
     with open(path, "rb") as handle:
-        batch = pickle.load(handle, encoding="bytes")
+        try:
+            batch = Restricted(handle, encoding="bytes").load()
+        except (pickle.UnpicklingError, EOFError, AttributeError, ValueError) as err:
+            raise ValueError(f"{path}: not a CIFAR-10 python batch this loader reads safely ({err})") from err
+    if not isinstance(batch, dict) or b"data" not in batch or b"labels" not in batch:
+        raise ValueError(f"{path}: not a CIFAR-10 python batch (a dict with b'data' and b'labels')")
     data = np.asarray(batch[b"data"], dtype=np.uint8)
     if data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
         raise ValueError(f"{path}: data of shape {data.shape}, not (n, 3072) as in CIFAR-10 python batches")

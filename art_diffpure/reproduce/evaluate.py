@@ -24,6 +24,7 @@ import os
 import shutil
 import socket
 import subprocess
+import threading
 import sys
 import time
 from dataclasses import dataclass, field
@@ -33,7 +34,9 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 import numpy as np
 
 from art_diffpure.models.loading import InputError
-from art_diffpure.reproduce.store import RunMismatch, RunStore, atomic_write
+from art_diffpure.reproduce.lifetime import PARENT_PID_ENV, exit_with_parent
+from art_diffpure.reproduce.store import (DirectoryInUse, RunMismatch, RunStore, StoreWriteError, atomic_write,
+                                          directory_in_use, exit_cleanly_on_sigterm)
 
 if TYPE_CHECKING:  # pragma: no cover
     from art.attacks.attack import EvasionAttack
@@ -581,7 +584,8 @@ def _launch_jobs(args) -> int:
     procs = []
     for rank in range(args.jobs):
         env = dict(os.environ, WORLD_SIZE=str(args.jobs), RANK=str(rank), LOCAL_RANK=str(rank),
-                   LOCAL_WORLD_SIZE=str(args.jobs), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+                   LOCAL_WORLD_SIZE=str(args.jobs), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port),
+                   **{PARENT_PID_ENV: str(os.getpid())})
         procs.append(subprocess.Popen([sys.executable, "-m", "art_diffpure.cli", "evaluate", *argv], env=env))
     codes = [p.wait() for p in procs]
     return next((c for c in codes if c), 0)
@@ -590,15 +594,29 @@ def _launch_jobs(args) -> int:
 def run(args: argparse.Namespace) -> int:
     """Run ``art-diffpure evaluate``; the exit status (2 for bad input or an output directory of another run)."""
     launched = False
+    if threading.current_thread() is threading.main_thread():
+        exit_cleanly_on_sigterm()  # SIGTERM ends through finally blocks (claims released), as Ctrl-C does
     try:
-        if args.jobs > 1 and int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-            plan_attack(args)  # bad options fail once, here, not in every process
-            return _launch_jobs(args)
-        code, launched = _evaluate(args)
-        return code
-    except (InputError, RunMismatch) as err:
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # a rank: the launcher (or torchrun) holds the directory
+            if os.environ.get(PARENT_PID_ENV):
+                exit_with_parent()
+            code, launched = _evaluate(args)
+            return code
+        with directory_in_use(args.out, COMMAND):
+            if args.jobs > 1:
+                plan_attack(args)  # bad options fail once, here, not in every process
+                return _launch_jobs(args)
+            code, launched = _evaluate(args)
+            return code
+    except (InputError, RunMismatch, DirectoryInUse) as err:
         print(f"{COMMAND}: error: {err}", file=sys.stderr)
         return 2
+    except StoreWriteError as err:
+        print(f"{COMMAND}: error: {err}", file=sys.stderr)
+        return 1
+    except (KeyboardInterrupt, SystemExit) as stop:  # Ctrl-C, or SIGTERM through exit_cleanly_on_sigterm
+        print(f"{COMMAND}: stopped; rerun the same command to resume from what {args.out} holds", file=sys.stderr)
+        return 130 if isinstance(stop, KeyboardInterrupt) else int(stop.code or 143)
     finally:
         if launched:
             import torch.distributed as dist

@@ -272,9 +272,14 @@ def _run_job(setting: Setting, kind: str, kw: dict[str, Any]) -> Any:
 _WORKER: dict[str, Any] = {}
 
 
-def _worker_init(args: Any, threads: int) -> None:
-    """A pool process: ``threads`` torch threads and its own copy of the setting, rebuilt from ``args``."""
+def _worker_init(args: Any, threads: int, parent_pid: int) -> None:
+    """A pool process: ``threads`` torch threads and its own copy of the setting, rebuilt from ``args``; it ends
+    when the parent dies (:func:`~art_diffpure.reproduce.lifetime.exit_with_parent`)."""
     import torch
+
+    from art_diffpure.reproduce.lifetime import exit_with_parent
+
+    exit_with_parent(parent_pid)
 
     torch.set_num_threads(threads)
     logging.basicConfig(level=logging.WARNING)
@@ -334,12 +339,19 @@ def _run_jobs(setting: Setting, jobs: list[Job], n_procs: int, args: Any, timer:
 
         threads = cpu_threads(args) if setting.device == "cpu" else max(1, torch.get_num_threads() // n_procs)
         logger.info("%d experiments in %d processes of %d thread(s)", len(todo), n_procs, threads)
-        with concurrent.futures.ProcessPoolExecutor(n_procs, mp_context=multiprocessing.get_context("spawn"),
-                                                    initializer=_worker_init, initargs=(args, threads)) as pool:
+        pool = concurrent.futures.ProcessPoolExecutor(n_procs, mp_context=multiprocessing.get_context("spawn"),
+                                                      initializer=_worker_init, initargs=(args, threads, os.getpid()))
+        try:
             for future in concurrent.futures.as_completed([pool.submit(_worker_run, job) for job in todo]):
                 name, result, seconds = future.result()
                 finished(name, result, seconds)
                 logger.info("%s done (%.0f s)", name, seconds)
+        except BaseException:  # Ctrl-C, SIGTERM, a failed write: stop the workers now, not after their jobs
+            for process in list((getattr(pool, "_processes", None) or {}).values()):
+                process.terminate()
+            pool.shutdown(wait=True, cancel_futures=True)  # joins the terminated workers: nothing leaks
+            raise
+        pool.shutdown(wait=True)
     bar.close()
     return out
 

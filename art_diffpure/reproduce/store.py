@@ -4,30 +4,61 @@ A run's output directory as a store of finished units of work, so that a long ru
 Every finished unit (an experiment of ``reproduce``, a batch of samples of ``evaluate``, an attack of ``masking``)
 is written atomically (temporary file, fsync, rename) with the fingerprint of the settings that produced it. A
 rerun of the same command finds the units, skips them and assembles the same results; a rerun with other
-settings is refused (:class:`RunMismatch`) instead of mixing old and new results. Units are pickled: numpy
-arrays and floats come back bit-identical, so a resumed run writes the same ``results.json`` as an uninterrupted
-one.
+settings is refused (:class:`RunMismatch`) instead of mixing old and new results.
+
+Units are ``.npz`` archives read with ``allow_pickle=False``: the structure as JSON, every numpy array and scalar
+as an array, so numbers come back bit-identical (a resumed run writes the same ``results.json`` as an uninterrupted
+one) and reading a unit can never run code, whoever wrote the directory. A unit that cannot be read (truncated,
+not ours, or a pickle) is set aside under a new name, named in a warning, and computed again.
+
+Faults a long run survives: a second process on the same directory stops at once (:func:`directory_in_use`); a
+write that fails (disk full, read-only directory) leaves no partial unit and ends with :class:`StoreWriteError`,
+one line that says what was saved and how to resume.
 """
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
+import io
 import json
+import logging
 import os
-import pickle
 import re
 import shutil
 import signal
 import socket
+import zipfile
 from typing import Any, Iterator
 
-__all__ = ["RunMismatch", "RunStore", "atomic_write", "claimed", "exit_cleanly_on_sigterm", "fingerprint"]
+import numpy as np
+
+__all__ = ["DirectoryInUse", "RunMismatch", "RunStore", "StoreWriteError", "UnreadableUnit", "atomic_write", "claimed",
+           "decode_unit", "directory_in_use", "encode_unit", "exit_cleanly_on_sigterm", "fingerprint"]
+
+logger = logging.getLogger(__name__)
 
 MANIFEST = "run.json"
 PARTS = "parts"
 #: Fault injection for the kill/resume tests: ``"<k>"`` kills this process (SIGKILL) halfway through writing the
 #: k-th unit of the run, after half of its bytes reached the temporary file and before the rename.
 KILL_DURING_WRITE_ENV = "ART_DIFFPURE_KILL_DURING_WRITE"
+#: Fault injection for the disk-full tests: ``"<k>"`` makes the k-th write of this process fail with ENOSPC.
+FAIL_WRITE_ENV = "ART_DIFFPURE_FAIL_WRITE"
+UNIT_SUFFIX = ".npz"
+SET_ASIDE = ".unreadable"
+
+
+class DirectoryInUse(RuntimeError):
+    """Another live process runs a command on the same output directory."""
+
+
+class StoreWriteError(RuntimeError):
+    """A unit or report file could not be written (disk full, read-only directory, ...)."""
+
+
+class UnreadableUnit(ValueError):
+    """A unit file that is not a unit this store can read safely."""
 
 
 class RunMismatch(RuntimeError):
@@ -46,16 +77,24 @@ def atomic_write(path: str, data: bytes) -> None:
     """Write ``data`` to ``path`` so that a reader (or a crash) sees the old file or the new one, never a part."""
     tmp = f"{path}.tmp{os.getpid()}"
     _WRITES[0] += 1
-    kill_at = os.environ.get(KILL_DURING_WRITE_ENV)
-    with open(tmp, "wb") as handle:
-        if kill_at and int(kill_at) == _WRITES[0]:
-            handle.write(data[: len(data) // 2])
+    kill_at, fail_at = os.environ.get(KILL_DURING_WRITE_ENV), os.environ.get(FAIL_WRITE_ENV)
+    try:
+        with open(tmp, "wb") as handle:
+            if kill_at and int(kill_at) == _WRITES[0]:
+                handle.write(data[: len(data) // 2])
+                handle.flush()
+                os.kill(os.getpid(), signal.SIGKILL)
+            if fail_at and int(fail_at) == _WRITES[0]:
+                handle.write(data[: len(data) // 2])
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), tmp)
+            handle.write(data)
             handle.flush()
-            os.kill(os.getpid(), signal.SIGKILL)
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except OSError as err:  # no partial file stays behind, and the caller learns where and why in one line
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        raise StoreWriteError(f"could not write {path}: {err.strerror or err}") from err
     try:  # the rename itself is durable only once the directory is synced
         fd = os.open(os.path.dirname(path) or ".", os.O_RDONLY)
         try:
@@ -124,6 +163,85 @@ def claimed(path: str) -> Iterator[dict[str, Any] | None]:
     yield holder
 
 
+@contextlib.contextmanager
+def directory_in_use(out: str, command: str) -> Iterator[None]:
+    """
+    Hold ``out`` for this process while ``command`` runs there (``<out>/run.claim``): a second process started on
+    the same directory raises :class:`DirectoryInUse` at once, naming the holder, instead of racing on its
+    files. A claim left by a process that has died is taken over.
+    """
+    created = not os.path.exists(out)
+    os.makedirs(out, exist_ok=True)
+    try:
+        with claimed(os.path.join(out, "run")) as holder:
+            if holder is not None:
+                raise DirectoryInUse(
+                    f"{out} is in use by process {holder.get('pid')} on {holder.get('host')} ({command}); wait for "
+                    f"it to finish or stop it, or choose another --out")
+            yield
+    finally:
+        if created:  # a run that wrote nothing (bad input, missing weights) leaves no empty directory behind
+            with contextlib.suppress(OSError):
+                os.rmdir(out)
+
+
+def _encode(obj: Any, arrays: dict[str, np.ndarray]) -> Any:
+    """JSON for the structure; numpy arrays and scalars go to ``arrays`` (bit-exact), referenced by key."""
+    if isinstance(obj, (np.ndarray, np.generic)):
+        if np.asarray(obj).dtype.hasobject:
+            raise TypeError("a unit cannot hold a numpy object array")
+        key = f"a{len(arrays)}"
+        arrays[key] = np.asarray(obj)
+        return {"__array__" if isinstance(obj, np.ndarray) else "__scalar__": key}
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return obj
+    if isinstance(obj, (list, tuple)):
+        items = [_encode(v, arrays) for v in obj]
+        return items if isinstance(obj, list) else {"__tuple__": items}
+    if isinstance(obj, dict):
+        return {"__dict__": [[_encode(k, arrays), _encode(v, arrays)] for k, v in obj.items()]}
+    raise TypeError(f"a unit cannot hold a {type(obj).__name__} (only JSON types, tuples and numpy values)")
+
+
+def _decode(obj: Any, arrays: Any) -> Any:
+    if isinstance(obj, list):
+        return [_decode(v, arrays) for v in obj]
+    if isinstance(obj, dict):
+        (kind, value), = obj.items()
+        if kind == "__array__":
+            return arrays[value]
+        if kind == "__scalar__":
+            return arrays[value][()]
+        if kind == "__tuple__":
+            return tuple(_decode(v, arrays) for v in value)
+        if kind == "__dict__":
+            return {_decode(k, arrays): _decode(v, arrays) for k, v in value}
+        raise UnreadableUnit(f"unknown entry {kind!r}")
+    return obj
+
+
+def encode_unit(unit: dict[str, Any]) -> bytes:
+    """A unit as the bytes of an ``.npz`` archive (no pickle anywhere)."""
+    arrays: dict[str, np.ndarray] = {}
+    structure = json.dumps(_encode(unit, arrays))
+    buffer = io.BytesIO()
+    np.savez(buffer, __structure__=np.frombuffer(structure.encode(), dtype=np.uint8), **arrays)
+    return buffer.getvalue()
+
+
+def decode_unit(data: bytes) -> dict[str, Any]:
+    """The unit of :func:`encode_unit`'s bytes; :class:`UnreadableUnit` for anything else (never unpickles)."""
+    try:
+        with np.load(io.BytesIO(data), allow_pickle=False) as archive:
+            arrays = {key: archive[key] for key in archive.files}
+        unit = _decode(json.loads(arrays.pop("__structure__").tobytes().decode()), arrays)
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, UnicodeDecodeError, TypeError) as err:
+        raise UnreadableUnit(f"{type(err).__name__}: {err}") from err
+    if not isinstance(unit, dict) or not {"fingerprint", "name", "result", "seconds"} <= set(unit):
+        raise UnreadableUnit("not a unit of this tool")
+    return unit
+
+
 def exit_cleanly_on_sigterm() -> None:
     """
     Make SIGTERM (``kill``, a job scheduler's stop) exit like Ctrl-C does, through ``finally`` blocks and context
@@ -189,28 +307,41 @@ class RunStore:
         for name in os.listdir(self.parts_dir):  # temporary files of a write that was interrupted
             if ".tmp" in name:
                 os.remove(os.path.join(self.parts_dir, name))
+            elif name.endswith(".pkl"):  # pickles are never loaded: reading one can run any code
+                self._set_aside(os.path.join(self.parts_dir, name), "a pickle, which this tool never loads")
         if not os.path.exists(manifest):
             atomic_write(manifest, json.dumps({"fingerprint": self.fingerprint, "settings": settings},
                                               indent=1, sort_keys=True, default=str).encode())
 
     def _path(self, name: str) -> str:
-        return os.path.join(self.parts_dir, _slug(name) + ".pkl")
+        return os.path.join(self.parts_dir, _slug(name) + UNIT_SUFFIX)
+
+    def _set_aside(self, path: str, why: str) -> None:
+        target, k = path + SET_ASIDE, 1
+        while os.path.exists(target):
+            target, k = f"{path}{SET_ASIDE}{k}", k + 1
+        os.replace(path, target)
+        logger.warning("unit file %s is %s: set aside as %s; its unit is computed again", path, why, target)
 
     def finished(self) -> list[str]:
         """Names of the units already on disk (for this fingerprint)."""
         out = []
         for file in sorted(os.listdir(self.parts_dir)):
-            if file.endswith(".pkl"):
+            if file.endswith(UNIT_SUFFIX):
                 unit = self._read(os.path.join(self.parts_dir, file))
                 if unit is not None:
                     out.append(unit["name"])
         return out
 
     def _read(self, path: str) -> dict[str, Any] | None:
+        """The unit at ``path``; ``None`` when there is none, or when it cannot be read (then set aside)."""
         try:
             with open(path, "rb") as handle:
-                unit = pickle.load(handle)
+                unit = decode_unit(handle.read())
         except FileNotFoundError:
+            return None
+        except (UnreadableUnit, OSError) as err:
+            self._set_aside(path, f"unreadable ({err})")
             return None
         if unit.get("fingerprint") != self.fingerprint:
             raise RunMismatch(f"{path} was made with other settings; rerun with --force or choose another --out.")
@@ -223,9 +354,13 @@ class RunStore:
 
     def save(self, name: str, result: Any, seconds: float) -> None:
         """Record a finished unit atomically."""
-        blob = pickle.dumps({"fingerprint": self.fingerprint, "name": name, "result": result, "seconds": seconds},
-                            protocol=4)
-        atomic_write(self._path(name), blob)
+        blob = encode_unit({"fingerprint": self.fingerprint, "name": name, "result": result, "seconds": seconds})
+        try:
+            atomic_write(self._path(name), blob)
+        except StoreWriteError as err:
+            saved = len([f for f in os.listdir(self.parts_dir) if f.endswith(UNIT_SUFFIX)])
+            raise StoreWriteError(f"{err}; {saved} finished unit(s) are saved in {self.parts_dir}: free space (or make "
+                                  f"it writable) and rerun {self.command} with the same options to resume") from err
 
     def report_finished(self) -> bool:
         """Whether ``results.json`` of this run is already written (the run is complete)."""

@@ -1,6 +1,7 @@
 """art_diffpure.models.loading: specs to models and data, and the early, named errors for bad input."""
 from __future__ import annotations
 
+import os
 import pickle
 import re
 
@@ -47,6 +48,21 @@ def test_cifar_python_batch_directory(tmp_path):
     assert data.x.shape == (4, 3, 32, 32)
     np.testing.assert_allclose(data.x[0], raw[1].reshape(3, 32, 32) / 255.0, rtol=0, atol=1e-7)
     assert data.y.tolist() == [1, 4, 1, 5]
+
+
+class _Hostile:
+    def __reduce__(self):
+        return (os.system, ("touch PWNED",))
+
+
+def test_cifar_batch_crafted_to_run_code_is_refused(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "batches").mkdir()
+    with open(tmp_path / "batches" / "test_batch", "wb") as handle:
+        pickle.dump({b"data": _Hostile(), b"labels": [1]}, handle)
+    with pytest.raises(Exception, match="not a type a CIFAR-10 batch holds"):
+        loading.load_data(str(tmp_path / "batches"))
+    assert not (tmp_path / "PWNED").exists()
 
 
 def test_image_folder_with_labels_file(tmp_path, digits8):

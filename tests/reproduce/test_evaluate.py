@@ -91,7 +91,7 @@ def test_killed_while_writing_a_unit_then_resumed(reference, tmp_path):
     # write 1 is run.json, write 2 the first unit; SIGKILL halfway through write 3 (the second unit)
     killed = _subprocess(*MODELS, *TINY, "--out", str(out), env={"ART_DIFFPURE_KILL_DURING_WRITE": "3"})
     assert killed.returncode == -9
-    assert not (out / "results.json").exists() and len(list((out / "parts").glob("*.pkl"))) == 1
+    assert not (out / "results.json").exists() and len(list((out / "parts").glob("*.npz"))) == 1
     resumed = _subprocess(*MODELS, *TINY, "--out", str(out))
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "found 1 of 8 finished units (aligned seed 0 samples 0-3)" in resumed.stdout
@@ -141,7 +141,7 @@ def test_two_processes_shard_by_sample_id_and_give_the_same_results(reference, t
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert sorted(p.name for p in (tmp_path / "shards").iterdir()) == ["rank0-of-2", "rank1-of-2"]
     assert sorted(p.name for p in (tmp_path / "shards" / "rank1-of-2" / "parts").iterdir())[0] == \
-        "aligned_seed_0_samples_4-7.pkl"
+        "aligned_seed_0_samples_4-7.npz"
     assert (tmp_path / "results.json").read_bytes() == (reference / "results.json").read_bytes()
 
 

@@ -1,6 +1,7 @@
 """`art-diffpure reproduce`: the quick digits run writes a complete report, reproducibly."""
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -51,8 +52,23 @@ def _kill_group(proc):
     proc.wait(timeout=60)
 
 
+def _group_members(pgid):
+    """Pids of the live processes of process group ``pgid`` (from /proc)."""
+    members = set()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[2]) == pgid and fields[0] != "Z":
+                members.add(int(entry))
+    return members
+
+
 def _parts(out):
-    return sorted(p.name for p in (out / "parts").glob("*.pkl")) if (out / "parts").exists() else []
+    return sorted(p.name for p in (out / "parts").glob("*.npz")) if (out / "parts").exists() else []
 
 
 def _interrupted_run(out, size):
@@ -76,9 +92,36 @@ def _interrupted_run(out, size):
     deadline = time.time() + 900
     while len(_parts(out)) < 4 and proc.poll() is None and time.time() < deadline:
         time.sleep(0.05)
+    workers = _group_members(proc.pid) - {proc.pid}
+    log.flush()
+    before_kill = log_path.stat().st_size
+    os.kill(proc.pid, signal.SIGKILL)  # the parent alone, as an OOM killer does: its workers must follow it
+    proc.wait(timeout=60)
+    time.sleep(10)
+    orphans = _group_members(proc.pid)
     _kill_group(proc)
-    log.close()
+    # multiprocessing's resource tracker reports the semaphores it cleans up after the SIGKILLed parent: the
+    # expected trace of that kill, not a warning of a normal run.
+    text = log_path.read_text()
+    after = re.sub(r"[^\n]*resource_tracker: There appear to be \d+ leaked semaphore[^\n]*\n[^\n]*warnings.warn[^\n]*\n",
+                   "", text[before_kill:])
+    log.seek(before_kill)
+    log.truncate()
+    log.write(after)
+    log.flush()
+    assert workers and not orphans, f"pool workers {sorted(orphans)} outlived their killed parent by 10 s"
     assert proc.returncode == -signal.SIGKILL and not (out / "results.json").exists()
+    # Disk full at this process's second unit: one line that says how to resume, no traceback, no partial unit.
+    from art_diffpure.reproduce.store import FAIL_WRITE_ENV
+
+    before = len(_parts(out))
+    full = subprocess.run([sys.executable, "-m", "art_diffpure.cli", *cmd], capture_output=True, text=True,
+                          timeout=900, env=dict(os.environ, HF_HUB_OFFLINE="1", **{FAIL_WRITE_ENV: "2"}))
+    log.write(full.stderr)
+    log.close()
+    assert full.returncode == 1 and "Traceback" not in full.stderr, full.stderr[-4000:]
+    assert "No space left on device" in full.stderr and "to resume" in full.stderr.strip().splitlines()[-1]
+    assert len(_parts(out)) == before + 1 and not list((out / "parts").glob("*.tmp*"))
     resumed = _run(*cmd)
     assert resumed.returncode == 0, resumed.stderr[-4000:]
     assert not list((out / "parts").glob("*.tmp*"))

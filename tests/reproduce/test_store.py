@@ -106,3 +106,86 @@ def test_sigterm_releases_the_claim_when_asked_to(tmp_path):
         assert os.path.exists(unit + ".claim") is claim_left, mode
         if claim_left:
             os.remove(unit + ".claim")
+
+
+# ------------------------------------------------------------------------------------- faults a long run survives
+def test_units_hold_numpy_scalars_tuples_and_non_finite_floats_exactly(tmp_path):
+    from art_diffpure.reproduce.store import decode_unit, encode_unit
+
+    value = {"f32": np.float32(0.1), "i": np.int64(3), "t": (1, "a"), 3: [float("nan"), -0.0, float("inf"), None],
+             "nested": {"arr": np.arange(4, dtype=np.int16)}}
+    back = decode_unit(encode_unit({"fingerprint": "f", "name": "n", "result": value, "seconds": 0.0}))["result"]
+    assert type(back["f32"]) is np.float32 and back["f32"] == value["f32"] and back["t"] == (1, "a")
+    assert np.isnan(back[3][0]) and str(back[3][1]) == "-0.0" and back[3][2:] == [float("inf"), None]
+    assert back["nested"]["arr"].dtype == np.int16
+    with pytest.raises(TypeError, match="cannot hold"):
+        encode_unit({"fingerprint": "f", "name": "n", "result": object(), "seconds": 0.0})
+
+
+def test_an_unreadable_unit_is_set_aside_and_recomputed(tmp_path, caplog):
+    store = RunStore(str(tmp_path), SETTINGS)
+    store.save("a", [1.0, 2.0], 1.0)
+    path = tmp_path / "parts" / "a.npz"
+    path.write_bytes(path.read_bytes()[:40])  # truncated: an interrupted copy, a full disk outside our writes
+    again = RunStore(str(tmp_path), SETTINGS)
+    assert again.load("a") is None and again.finished() == []
+    assert (tmp_path / "parts" / "a.npz.unreadable").exists() and "set aside" in caplog.text
+    again.save("a", [1.0, 2.0], 1.0)
+    assert RunStore(str(tmp_path), SETTINGS).load("a") == ([1.0, 2.0], 1.0)
+
+
+class _Boom:
+    def __reduce__(self):
+        return (os.system, ("touch PWNED",))
+
+
+def test_a_unit_crafted_to_run_code_has_no_effect(tmp_path, monkeypatch, caplog):
+    import pickle
+
+    monkeypatch.chdir(tmp_path)
+    store = RunStore(str(tmp_path / "run"), SETTINGS)
+    evil = pickle.dumps({"fingerprint": store.fingerprint, "name": "a", "result": _Boom(), "seconds": 0})
+    (tmp_path / "run" / "parts" / "a.npz").write_bytes(evil)  # a pickle under a unit's name
+    (tmp_path / "run" / "parts" / "b.pkl").write_bytes(evil)  # and in the old pickle format
+    again = RunStore(str(tmp_path / "run"), SETTINGS)
+    assert again.load("a") is None and again.finished() == []
+    assert not (tmp_path / "PWNED").exists()
+    assert "never loads" in caplog.text and "unreadable" in caplog.text
+    assert sorted(os.listdir(tmp_path / "run" / "parts")) == ["a.npz.unreadable", "b.pkl.unreadable"]
+
+
+def test_a_failed_write_leaves_no_partial_unit_and_says_how_to_resume(tmp_path, monkeypatch):
+    from art_diffpure.reproduce import store as store_module
+
+    store = RunStore(str(tmp_path), SETTINGS, command="art-diffpure reproduce")
+    store.save("a", 1, 0.0)
+    monkeypatch.setenv(store_module.FAIL_WRITE_ENV, str(store_module._WRITES[0] + 1))
+    with pytest.raises(store_module.StoreWriteError, match="No space left.*1 finished unit.*rerun art-diffpure "
+                                                           "reproduce with the same options to resume"):
+        store.save("b", 2, 0.0)
+    assert sorted(os.listdir(tmp_path / "parts")) == ["a.npz"]
+    monkeypatch.delenv(store_module.FAIL_WRITE_ENV)
+    store.save("b", 2, 0.0)  # space freed: the run goes on
+    assert RunStore(str(tmp_path), SETTINGS).finished() == ["a", "b"]
+
+
+def test_a_second_process_on_the_same_directory_stops_at_once(tmp_path, capsys):
+    from art_diffpure import cli
+    from art_diffpure.reproduce.store import DirectoryInUse, directory_in_use
+
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; from art_diffpure.reproduce.store import directory_in_use\n"
+        "with directory_in_use(sys.argv[1], 'test'):\n    print('held', flush=True); time.sleep(60)\n"),
+        str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(DirectoryInUse, match=f"in use by process {holder.pid}"):
+            with directory_in_use(str(tmp_path), "art-diffpure reproduce"):
+                pass
+        assert cli.main(["reproduce", "--smoke", "--out", str(tmp_path), "--no-progress"]) == 2
+        assert f"in use by process {holder.pid}" in capsys.readouterr().err
+    finally:
+        holder.kill()
+        holder.wait()
+    with directory_in_use(str(tmp_path), "art-diffpure reproduce"):  # the dead holder's claim is taken over
+        pass
