@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import json
 import logging
 import math
 import os
@@ -42,6 +43,11 @@ FORWARD_NOISING = ("one_shot", "multistep")
 #: Bytes of aligned noise kept cached at least (an attack revisits its batch, or K EOT configurations of it). The
 #: cache lives in host memory (the device gets one step at a time); it may grow to a quarter of the available host
 #: memory, up to :data:`NOISE_CACHE_MAX_BYTES`, so that a call of several internal batches stays cached.
+#: What :meth:`DiffusionPurifier.save_pretrained` writes beside ``unet/`` and ``scheduler/``: the settings that
+#: define the defence (not its randomness, device or batch size, which belong to a run).
+PURIFIER_CONFIG = "purifier_config.json"
+SAVED_SETTINGS = ("t_star", "sampler", "ddim_steps", "ddim_eta", "forward_noising", "gradient", "checkpoint",
+                  "clip_values", "channels_first")
 NOISE_CACHE_BYTES = 1 << 30
 NOISE_CACHE_MAX_BYTES = 8 << 30
 
@@ -242,14 +248,27 @@ class DiffusionPurifier(PreprocessorPyTorch):
 
         unet = load(UNet2DModel, "unet")
         scheduler = load(DDPMScheduler, "scheduler")
+        saved = os.path.join(name_or_path, PURIFIER_CONFIG)
+        if local and os.path.isfile(saved):  # the defence's own settings (save_pretrained); arguments win
+            with open(saved, encoding="utf-8") as handle:
+                config = json.load(handle)
+            if "clip_values" in config:
+                config["clip_values"] = tuple(config["clip_values"])
+            kwargs = {**config, **kwargs}
         return cls(unet, scheduler, **kwargs)
 
     def save_pretrained(self, directory: str) -> None:
-        """Write ``unet/`` and ``scheduler/`` so that :meth:`from_pretrained` reads them back offline."""
+        """Write ``unet/``, ``scheduler/`` and the purifier's own settings (``purifier_config.json``: t*, sampler,
+        DDIM steps and eta, forward noising, gradient, checkpointing, clip values, layout), so that
+        :meth:`from_pretrained` loads the same defence back offline."""
         if not hasattr(self.model, "save_pretrained"):
             raise ValueError("save_pretrained needs a diffusers model; this purifier wraps a plain callable")
         self.model.save_pretrained(os.path.join(directory, "unet"))
         self.scheduler.save_pretrained(os.path.join(directory, "scheduler"))
+        config = {name: getattr(self, name) for name in SAVED_SETTINGS}
+        config["clip_values"] = [float(v) for v in self.clip_values]
+        with open(os.path.join(directory, PURIFIER_CONFIG), "w", encoding="utf-8") as handle:
+            json.dump(config, handle, indent=1, sort_keys=True)
 
     # ------------------------------------------------------------------ randomness
     def reseed_fresh(self, generator_seed: int | None = None) -> None:

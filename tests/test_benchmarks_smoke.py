@@ -17,6 +17,8 @@ CASES = {
     "b3_eot": (["speedup", "batched_median_s", "sequential_median_s", "grad_max_rel_diff"], []),
     "b4_compression_cost": (["cost_ratio", "compression_rate_median_s", "pgd_median_s", "robust_accuracy"], []),
     "b5_gpu": (["rows", "flops", "measured_peak_flops_per_s", "projection"], []),
+    "b6_purification_attacks": (["time_ratio", "memory_ratio", "diffhammer_median_s", "pgd_eot_median_s", "memory"],
+                                []),
 }
 
 

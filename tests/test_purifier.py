@@ -406,6 +406,19 @@ def test_save_and_from_pretrained_round_trip(tmp_path, images, monkeypatch):
     assert loaded.scheduler.config.variance_type == "fixed_large"
 
 
+def test_a_saved_defence_loads_back_as_the_same_defence(tmp_path, images, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    purifier = make_purifier(t_star=6, sampler="ddim", ddim_steps=3, ddim_eta=1.0, gradient="bpda", seed=None,
+                             clip_values=(0.0, 2.0))
+    purifier.save_pretrained(str(tmp_path / "defence"))
+    loaded = DiffusionPurifier.from_pretrained(str(tmp_path / "defence"), device_type="cpu")
+    for name in ("t_star", "sampler", "ddim_steps", "ddim_eta", "gradient", "forward_noising", "checkpoint"):
+        assert getattr(loaded, name) == getattr(purifier, name), name
+    assert tuple(loaded.clip_values) == (0.0, 2.0)
+    np.testing.assert_array_equal(loaded.purify(images, seed=4), purifier.purify(images, seed=4))
+    assert DiffusionPurifier.from_pretrained(str(tmp_path / "defence"), t_star=3, device_type="cpu").t_star == 3
+
+
 # ---------------------------------------------------------------------------- GPU
 
 

@@ -88,12 +88,12 @@ class PurifiedClassifier:
         return ids
 
     def draws(self, seed: int, start: int, n: int) -> list[int]:
-        """``n`` draw seeds for the attack: the installed control's configurations (cycled) when it has them,
+        """Up to ``n`` draw seeds for the attack: the installed control's distinct configurations when it has them
+        (aligned / transfer: the attack sees exactly the configurations the wrapper promises, at most ``n``),
         else the attack's own named draws ``start .. start + n - 1``."""
         control = self.purifier._live_control()
         if control is not None and control.configs is not None:
-            configs = control.configs[:max(1, control.eot_samples)]
-            return [configs[(start + j) % len(configs)] for j in range(n)]
+            return list(control.configs[:max(1, min(n, control.eot_samples))])
         return attack_draw_seeds(seed, start, n)
 
 

@@ -45,9 +45,7 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["ATTACKS", "CliAttack", "add_arguments", "run"]
 
 COMMAND = "art-diffpure evaluate"
-#: Base seed of repeated test draw k: ``TEST_DRAW_SEED + k``, far from every attack and transfer seed of the
-#: allowed base seeds (< ``MAX_SEED``; EOT seeds add 7919 k, transfer seeds 1000000007).
-TEST_DRAW_SEED = 3_000_000_000
+#: Base seeds below this: the named test draws of :mod:`art_diffpure.evaluations.draws` then stay below 2**32.
 MAX_SEED = 10**9
 #: Tag of the seed hash that seeds the purifier's own generator per unit (the stochastic mode's fresh noise).
 FRESH_GENERATOR_TAG = 0x5EED
@@ -70,6 +68,7 @@ class CliAttack:
     defaults: dict[str, Any] = field(default_factory=dict)
     norms: tuple[str, ...] = ("inf", "2", "1")
     bounded: bool = True  # confined to the eps-ball (robust accuracy at eps); else a minimum-norm attack
+    own_draws: bool = False  # draws the purifier's randomness itself (--eot goes to the attack, not the wrapper)
 
 
 def _art(name: str) -> Any:
@@ -95,6 +94,26 @@ def _autoattack_standard(c, o, seed, bs):
 
     return autoattack_standard(c, eps=o["eps"], norm=o["norm"], seed=seed, batch_size=bs, n_iter=o["max_iter"],
                                n_queries=50 * o["max_iter"], n_restarts=o["restarts"])
+
+
+#: Reverse steps of the surrogate-pgd-eot attack's stochastic DDIM surrogate (at most the defence's t*).
+SURROGATE_STEPS = 10
+
+
+def _purification_attack(name: str) -> Callable:
+    def build(c, o, seed, bs):
+        from art_diffpure.attacks import DiffAttack, DiffHammer, SurrogatePGDEOT
+
+        if name == "diffhammer":
+            return DiffHammer(c, eps=o["eps"], max_iter=o["max_iter"], n_draws=o["eot"], seed=seed, batch_size=bs)
+        if name == "diffattack":
+            return DiffAttack(c, eps=o["eps"], max_iter=o["max_iter"], eot_samples=o["eot"], seed=seed, batch_size=bs)
+        from art_diffpure.purifier import find_purifier
+
+        steps = min(SURROGATE_STEPS, find_purifier(c, required=True).t_star)  # never finer than the defence
+        return SurrogatePGDEOT(c, eps=o["eps"], max_iter=o["max_iter"], eot_samples=o["eot"], surrogate_steps=steps,
+                               seed=seed, batch_size=bs)
+    return build
 
 
 #: The attacks of the compatibility matrix (:mod:`art_diffpure.attacks.compatibility`) that a command line can
@@ -132,6 +151,16 @@ ATTACKS: dict[str, CliAttack] = {a.name: a for a in [
     CliAttack("deepfool", "ART DeepFool (minimum-norm, no eps)", ("max_iter",),
               lambda c, o, seed, bs: _art("DeepFool")(c, max_iter=o["max_iter"], batch_size=bs, verbose=False),
               dict(max_iter=100), bounded=False),
+    CliAttack("diffhammer", "DiffHammer (selective EM over N = --eot draws, gradient grafting, APGD; CW, CE, DLR "
+              "restarts)", ("eps", "norm", "max_iter", "eot"), _purification_attack("diffhammer"),
+              dict(max_iter=100, eot=10), norms=("inf",), own_draws=True),
+    CliAttack("diffattack", "DiffAttack (APGD with EOT, CE then DLR, plus the deviated-reconstruction loss)",
+              ("eps", "norm", "max_iter", "eot"), _purification_attack("diffattack"), dict(max_iter=100, eot=20),
+              norms=("inf",), own_draws=True),
+    CliAttack("surrogate-pgd-eot", "PGD-EOT through a 10-step (at most t*) stochastic DDIM (eta = 1) surrogate of the "
+              "purifier",
+              ("eps", "norm", "max_iter", "eot"), _purification_attack("surrogate"), dict(max_iter=200, eot=20),
+              norms=("inf",), own_draws=True),
 ]}
 
 
@@ -191,7 +220,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a.add_argument("--seeds", type=int, nargs="+", default=[0], help="base seeds (default: 0)")
     a.add_argument("--test-draws", type=int, default=0,
                    help="also test every adversarial example under this many independent draws of the purifier's "
-                        "noise (mean and worst case; default: 0)")
+                        "noise (mean and worst case over them; default: 0)")
+    a.add_argument("--vote", type=int, default=0,
+                   help="majority vote of the labels under this many test draws (at most --test-draws; default: 0)")
     r = parser.add_argument_group("run")
     r.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or gpu (default: %(default)s)")
     r.add_argument("--batch-size", type=int, default=32, help="samples per batch, the unit of resume (default: 32)")
@@ -279,6 +310,9 @@ def plan_attack(args: argparse.Namespace) -> Plan:
                          f"0..{MAX_SEED - 1}")
     if not 0 <= args.test_draws <= 1000:
         raise InputError(f"--test-draws {args.test_draws}: must be in 0..1000")
+    if not 0 <= args.vote <= args.test_draws:
+        raise InputError(f"--vote {args.vote}: must be in 0..--test-draws ({args.test_draws}): the vote is over the "
+                         "test draws")
     if args.batch_size < 1:
         raise InputError(f"--batch-size {args.batch_size}: must be at least 1")
     if args.t_star < 1:
@@ -330,6 +364,7 @@ def run_unit(unit: Unit, plan: Plan, classifier: "PyTorchClassifier", x: np.ndar
     (no wall times: they go to ``timings.json``).
     """
     from art_diffpure.attacks.randomness_aligned import RandomnessAlignedAttack
+    from art_diffpure.evaluations.draws import evaluate_draws
     from art_diffpure.purifier import find_purifier
     from art_diffpure.randomness import seed_hash
 
@@ -342,14 +377,14 @@ def run_unit(unit: Unit, plan: Plan, classifier: "PyTorchClassifier", x: np.ndar
     o = plan.options
     attack = RandomnessAlignedAttack(
         classifier, attack=lambda c: plan.attack.build(c, o, unit.seed, batch_size), randomness=unit.mode,
-        eot_samples=o["eot"], seed=unit.seed, batch_size=batch_size, verbose=False)
+        eot_samples=1 if plan.attack.own_draws else o["eot"], seed=unit.seed, batch_size=batch_size, verbose=False)
     report = attack.evaluate(xb, yb, sample_ids=ids)
     x_adv = attack.last_x_adv
     delta = (x_adv.astype(np.float64) - xb).reshape(len(xb), -1)
-    draws = []
-    for k in range(test_draws):  # per-sample seeds: the same draw whatever the batch or shard
-        with purifier.randomness(TEST_DRAW_SEED + k, sample_ids=ids):
-            draws.append(classifier.predict(x_adv, batch_size=batch_size).argmax(axis=1) == yb)
+    draws = None  # named per-sample test draws: the same draw whatever the batch or shard
+    if test_draws:
+        draws = evaluate_draws(classifier, x_adv, yb, seed=unit.seed, n_draws=test_draws, vote=test_draws,
+                               sample_ids=ids, batch_size=batch_size)
     return {
         "sample_ids": ids.tolist(),
         "labels": yb.tolist(),
@@ -362,7 +397,8 @@ def run_unit(unit: Unit, plan: Plan, classifier: "PyTorchClassifier", x: np.ndar
         "test_seeds": report["test_seeds"],
         "perturbation_linf": np.abs(delta).max(axis=1).tolist(),
         "perturbation_l2": np.linalg.norm(delta, axis=1).tolist(),
-        "test_draws_correct": np.asarray(draws, dtype=bool).reshape(test_draws, len(xb)).tolist(),
+        "test_draws_pred": [] if draws is None else draws.predictions.tolist(),
+        "test_draws_seeds": [] if draws is None else draws.seeds,
         "audit": {"samples": [unit.first_id, unit.last_id], "identification": report["identification"],
                   **report["audit"]},
         "config": report["config"],
@@ -371,9 +407,10 @@ def run_unit(unit: Unit, plan: Plan, classifier: "PyTorchClassifier", x: np.ndar
 
 # ---------------------------------------------------------------------------------------------- assembly
 def assemble(plan: Plan, units: Sequence[Unit], parts: dict[str, dict[str, Any]], n: int,
-             test_draws: int) -> dict[str, Any]:
+             test_draws: int, vote: int = 0) -> dict[str, Any]:
     """The ``runs`` (mode -> seed -> per-sample lists in data order, audits, config) and their summaries."""
     from art_diffpure.evaluations import statistics
+    from art_diffpure.evaluations.draws import DrawEvaluation
 
     per_sample = ("sample_ids", "labels", "clean_pred", "adv_pred", "clean_correct", "adv_correct", "success",
                   "attack_seeds", "test_seeds", "perturbation_linf", "perturbation_l2")
@@ -390,12 +427,15 @@ def assemble(plan: Plan, units: Sequence[Unit], parts: dict[str, dict[str, Any]]
                 for k in per_sample:
                     run[k].extend(part[k])
                 for k in range(test_draws):
-                    draws[k].extend(part["test_draws_correct"][k])
+                    draws[k].extend(part["test_draws_pred"][k])
                 audits.append(part["audit"])
             assert len(run["sample_ids"]) == n, (mode, seed, len(run["sample_ids"]), n)
             run["clean_accuracy"] = float(np.mean(run["clean_correct"]))
             run["robust_accuracy"] = float(np.mean(run["adv_correct"]))
-            run["test_draws"] = {"seeds": [TEST_DRAW_SEED + k for k in range(test_draws)], "adv_correct": draws}
+            labels = np.asarray(run["labels"])
+            run["test_draws"] = {"seeds": parts[mine[0].name]["test_draws_seeds"], "adv_pred": draws,
+                                 "adv_correct": (np.asarray(draws, dtype=np.int64).reshape(test_draws, n)
+                                                 == labels).tolist()}
             run["audit"] = audits
             run["audit_ok"] = all(a["attack"]["ok"] and a["test"]["ok"] for a in audits)
             run["config"] = parts[mine[0].name]["config"]
@@ -414,9 +454,15 @@ def assemble(plan: Plan, units: Sequence[Unit], parts: dict[str, dict[str, Any]]
         if test_draws:
             d = np.asarray([r["test_draws"]["adv_correct"] for r in seeds], dtype=bool)  # (seeds, draws, n)
             entry["test_draws"] = {
-                "n_draws": test_draws,
+                "n_draws": test_draws, "n_images": n,
                 "mean_over_draws": statistics.bootstrap_interval(d.mean(axis=(0, 1))).to_dict(),
                 "worst_case": statistics.seed_summary(d.all(axis=1)).to_dict()}
+            if vote:
+                voted = [DrawEvaluation(np.asarray(r["test_draws"]["adv_pred"], dtype=np.int64), np.asarray(r["labels"]),
+                                        r["test_draws"]["seeds"], test_draws, vote).per_image()["majority_vote"]
+                         for r in seeds]
+                entry["test_draws"]["majority_vote"] = dict(statistics.seed_summary(np.asarray(voted)).to_dict(),
+                                                            vote=vote)
         summary[mode] = entry
     comparisons = {}
     for i, a in enumerate(plan.modes):
@@ -462,8 +508,11 @@ def markdown(results: dict[str, Any]) -> str:
     header = ["randomness", "clean accuracy [95% CI]", "robust accuracy [95% CI]", "max Linf", "median L2",
               "audit"]
     draws = any("test_draws" in v for v in results["summary"].values())
+    voted = any("majority_vote" in v.get("test_draws", {}) for v in results["summary"].values())
     if draws:
         header[4:4] = ["mean over test draws [95% CI]", "worst case over draws [95% CI]"]
+    if voted:
+        header[6:6] = ["majority vote [95% CI]"]
     rows = []
     for mode, v in results["summary"].items():
         row = [mode, rp.fmt_accuracy(v["clean"]), rp.fmt_accuracy(v["robust"]), rp.fmt(v["max_perturbation_linf"], 4),
@@ -473,15 +522,18 @@ def markdown(results: dict[str, Any]) -> str:
             t = v["test_draws"]
             row[4:4] = [f"{100 * t['mean_over_draws']['estimate']:.1f}% "
                         f"{rp.fmt_interval(t['mean_over_draws'], percent=True)}", rp.fmt_accuracy(t["worst_case"])]
+            if voted:
+                row[6:6] = [rp.fmt_accuracy(t["majority_vote"])]
         rows.append(row)
     lines += [rp.table(header, rows), "",
               "Intervals are over images: Wilson for one seed, else the percentile bootstrap over images of each "
               "image's mean over seeds; the seed sd (several seeds) is the seed-to-seed spread. The audit counts "
               "every row the purifier saw under the intended randomness (per batch in results.json)."]
     if draws:
-        lines += ["", f"Test draws: every adversarial example is also classified under {s['test_draws']} independent "
-                  f"draws of the purifier's noise (base seeds {TEST_DRAW_SEED}+k per sample); worst case = correct "
-                  "under every draw."]
+        lines += ["", f"Test draws: every adversarial example is also classified under N = {s['test_draws']} named "
+                  "draws of the purifier's noise per sample (base seed s + 3000000019 + k, never an attack draw; "
+                  f"n = {s['n_images']} images); worst case = correct under every draw"
+                  + (f"; majority vote = the most frequent label of the first K = {s['vote']} draws." if voted else ".")]
     if results["comparisons"]:
         lines += ["", "## Paired differences of robust accuracy (same images)", "",
                   rp.table(["modes", "difference [95% CI]", "exact McNemar p (first seed)", "p per seed"],
@@ -653,7 +705,7 @@ def _evaluate(args) -> tuple[int, bool]:
         "classifier": args.classifier, "model_dir": args.model_dir, "robustbench_dataset": args.robustbench_dataset,
         "threat_model": args.threat_model, "data": args.data, "n_images": int(len(data.x)), "offset": args.offset,
         "data_sha256": data.sha256(), "attack": plan.attack.name, "attack_options": plan.jsonable_options(),
-        "randomness": plan.modes, "seeds": plan.seeds, "test_draws": args.test_draws, "batch_size": args.batch_size,
+        "randomness": plan.modes, "seeds": plan.seeds, "test_draws": args.test_draws, "vote": args.vote, "batch_size": args.batch_size,
         "device": "cpu" if device == "cpu" else "cuda",
     }
     if not args.force and _store_exists(args.out):  # a run of other settings: say so before loading any model
@@ -727,7 +779,7 @@ def _evaluate(args) -> tuple[int, bool]:
     t1 = time.perf_counter()
     all_units = make_units(plan, data.sample_ids, np.arange(n), args.batch_size)
     results = {"command": COMMAND, "settings": settings, "versions": versions(),
-               **assemble(plan, all_units, parts, n, args.test_draws)}
+               **assemble(plan, all_units, parts, n, args.test_draws, args.vote)}
     figure(results, args.out)
     atomic_write(os.path.join(args.out, "report.md"), markdown(results).encode())
     blob = _json_bytes(results)

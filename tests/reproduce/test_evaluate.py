@@ -250,3 +250,29 @@ def test_output_directory_of_another_tool_is_refused(tmp_path, capsys):
     code, _, err = evaluate(capsys, *MODELS, "--n-images", "4", "--out", str(tmp_path), "--no-progress")
     assert code == 2 and "did not record" in err and "--force" in err
     assert (tmp_path / "results.json").read_text() == "{}"
+
+
+@pytest.mark.parametrize("attack", ["diffhammer", "diffattack", "surrogate-pgd-eot"])
+def test_purification_attacks_from_the_command_line_with_draws_and_vote(attack, tmp_path, capsys):
+    """The attacks built for purification run from the command line; mean, worst case and majority vote over
+    named test draws recount from the per-draw predictions."""
+    code, _, err = evaluate(capsys, *MODELS, "--n-images", "4", "--batch-size", "4", "--t-star", "4", "--attack",
+                            attack, "--max-iter", "1", "--eot", "2", "--eps", "0.1", "--randomness", "aligned",
+                            "stochastic", "--test-draws", "3", "--vote", "3", "--no-progress", "--out",
+                            str(tmp_path))
+    assert code == 0, err
+    results = json.loads((tmp_path / "results.json").read_text())
+    for mode in ("aligned", "stochastic"):
+        run, summary = results["runs"][mode]["0"], results["summary"][mode]
+        assert run["audit_ok"] and max(run["perturbation_linf"]) <= 0.1 + 1e-6
+        pred, labels = np.asarray(run["test_draws"]["adv_pred"]), np.asarray(run["labels"])
+        assert summary["test_draws"]["worst_case"]["mean"] == np.mean((pred == labels).all(axis=0))
+        votes = np.array([np.bincount(pred[:, i], minlength=10).argmax() for i in range(4)])
+        assert summary["test_draws"]["majority_vote"]["mean"] == np.mean(votes == labels)
+        assert summary["test_draws"]["majority_vote"]["vote"] == 3
+    assert "majority vote" in (tmp_path / "report.md").read_text()
+
+
+def test_vote_needs_test_draws(tmp_path, capsys):
+    code, _, err = evaluate(capsys, *MODELS, *TINY[:-3], "--vote", "3", "--out", str(tmp_path))
+    assert code == 2 and "--vote 3" in err
