@@ -182,8 +182,14 @@ class DiffusionPurifier(PreprocessorPyTorch):
         self.deterministic = deterministic
         self.verbose = verbose
         self._check_params()
-        if deterministic:
-            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", determinism.CUBLAS_DETERMINISTIC_WORKSPACE)
+        if deterministic and "CUBLAS_WORKSPACE_CONFIG" not in os.environ:
+            import torch
+
+            os.environ["CUBLAS_WORKSPACE_CONFIG"] = determinism.CUBLAS_DETERMINISTIC_WORKSPACE
+            if torch.cuda.is_available() and torch.cuda.is_initialized():  # cuBLAS may have read it already
+                logger.warning("deterministic=True: CUDA had started before CUBLAS_WORKSPACE_CONFIG was set, so cuBLAS "
+                               "may not be deterministic in this process; set CUBLAS_WORKSPACE_CONFIG=%s in the "
+                               "environment before any CUDA call", determinism.CUBLAS_DETERMINISTIC_WORKSPACE)
 
         self._init_state(generator_seed)
 
@@ -209,6 +215,7 @@ class DiffusionPurifier(PreprocessorPyTorch):
         self._control: RandomnessControl | None = None  # installed by an attack for its whole length
         self._noise_cache: OrderedDict = OrderedDict()  # key -> (host noise, the call that last used it)
         self._noise_call: tuple[int, int] = (0, 0)  # (call counter, first row of the internal batch) in flight
+        self._call_checkpoint = False  # checkpoint="auto": the decision of the call in flight
         self._warned_device = False
         # The chain reads its coefficients from a CPU copy and never calls the user's scheduler: diffusers'
         # add_noise moves alphas_cumprod to the device (a scheduler shared by a CPU and a GPU purifier would then
@@ -531,7 +538,8 @@ class DiffusionPurifier(PreprocessorPyTorch):
         generator = torch.Generator(device="cpu")
         generator.set_state(state["_fresh_generator"])
         # Attributes added since older pickles were written.
-        self.__dict__.update({"deterministic": False, "_noise_call": (0, 0), "_warned_device": False, "ddim_eta": 0.0})
+        self.__dict__.update({"deterministic": False, "_noise_call": (0, 0), "_warned_device": False, "ddim_eta": 0.0,
+                              "_call_checkpoint": False})
         self.__dict__.update(state, _fresh_generator=generator)
 
     def __deepcopy__(self, memo: dict) -> "DiffusionPurifier":
@@ -640,12 +648,15 @@ class DiffusionPurifier(PreprocessorPyTorch):
         noise = None if noiseless else self._noise(rows, z.shape[0], steps, shape, reverse=True, like=z)
         differentiable = torch.is_grad_enabled() and x_t.requires_grad
         use_checkpoint = differentiable and self.checkpoint is True
+        first_batch = self._noise_call[1] == 0
+        if differentiable and self.checkpoint == "auto" and not first_batch:
+            use_checkpoint = self._call_checkpoint  # decided once per call, on its first internal batch
         for k in tqdm(range(len(steps)), desc="Reverse steps", disable=not self.verbose, leave=False):
-            if differentiable and k == 0 and self.checkpoint == "auto":
-                # Run the first step plainly, measure what its graph keeps, and decide for the rest of the chain.
+            if differentiable and k == 0 and self.checkpoint == "auto" and first_batch:
+                # Run the first step plainly, measure what its graph keeps, and decide for the whole call.
                 step_bytes, x_t = self._graph_bytes(self._drawn_step, x_t, steps[k], noise, k)
                 whole_call = step_bytes * len(steps) * (call_rows or z.shape[0]) / z.shape[0]
-                use_checkpoint = whole_call > self._checkpoint_budget(x_t.device)
+                use_checkpoint = self._call_checkpoint = whole_call > self._checkpoint_budget(x_t.device)
             elif use_checkpoint:
                 from torch.utils.checkpoint import checkpoint
 

@@ -279,6 +279,7 @@ class RandomnessAlignedAttack(EvasionAttack):
             "attack_seeds": control.configs,
             "test_seed": self.test_seed(),
             "identification": identification,
+            "groups": [idx.tolist() for idx in groups],  # attacked together; ART's random start is drawn per group
             "audit": control.audit.to_dict(),
             "wall_time_s": time.perf_counter() - t0,
         }

@@ -135,8 +135,10 @@ def sharded_evaluate(
 
     if not isinstance(attack_or_factory, RandomnessAlignedAttack) and "LOCAL_RANK" in os.environ:
         import torch
+        import torch.distributed as dist
 
-        if torch.cuda.is_available() and torch.cuda.device_count() > int(os.environ["LOCAL_RANK"]):
+        gpu_ranks = not dist.is_initialized() or dist.get_backend() == "nccl"  # CPU ranks (gloo) bind no GPU
+        if gpu_ranks and torch.cuda.is_available() and torch.cuda.device_count() > int(os.environ["LOCAL_RANK"]):
             bind_local_gpu()  # so the factory's models land on this rank's GPU, not all on GPU 0
     attack = attack_or_factory if isinstance(attack_or_factory, RandomnessAlignedAttack) else attack_or_factory()
     x = np.asarray(x)

@@ -80,6 +80,7 @@ def torch_device(device: str) -> str:
             if not index.isdigit() or int(index) >= torch.cuda.device_count():
                 raise InputError(f"--device {device}: there are {torch.cuda.device_count()} GPU(s) "
                                  f"(cuda:0..cuda:{torch.cuda.device_count() - 1})")
+            torch.cuda.set_device(int(index))  # ART and the purifier place models on the CURRENT device
             return device
         return f"cuda:{torch.cuda.current_device()}"
     raise InputError(f"--device {device!r} is not a device; use cpu, cuda, cuda:N or gpu")
