@@ -90,16 +90,22 @@ def output_path(out: str | None, name: str, smoke: bool) -> str:
     return os.path.join(SMOKE_DIR if smoke else RESULTS_DIR, f"{name}.json")
 
 
-def write_json(data: dict[str, Any], out: str | None, name: str) -> str:
-    """Write ``data`` (plus the environment) as JSON to :func:`output_path` (smoke runs: ``data["smoke"]``)."""
+def write_json(data: dict[str, Any], out: str | None, name: str, quiet: bool = False) -> str:
+    """Write ``data`` (plus the environment) as JSON to :func:`output_path` (smoke runs: ``data["smoke"]``).
+
+    Atomic (a temporary file renamed over the path): a script that rewrites its results as it goes and is killed
+    meanwhile leaves the previous complete file, never a truncated one."""
     path = output_path(out, name, bool(data.get("smoke")))
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     data = dict(data)
     data.setdefault("environment", environment())
-    with open(path, "w", encoding="utf-8") as f:
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
         json.dump(data, f, indent=2, default=_default)
         f.write("\n")
-    print(f"wrote {path}")
+    os.replace(tmp, path)
+    if not quiet:
+        print(f"wrote {path}")
     return path
 
 
@@ -223,12 +229,17 @@ def digits_data(n: int):
 
 
 def cifar_unet_config() -> dict[str, Any]:
-    """The ``google/ddpm-cifar10-32`` UNet configuration (35.7M parameters; used with random weights)."""
+    """The ``google/ddpm-cifar10-32`` UNet configuration (35.7M parameters; used with random weights).
+
+    As its published config.json: ``attention_head_dim`` null, i.e. one attention head over all channels (256) in
+    the 16x16 attention blocks and the middle block. diffusers' class default (8) would give 32 heads of width 8:
+    the same parameters, other attention kernels and memory."""
     return dict(
         sample_size=32, in_channels=3, out_channels=3, block_out_channels=(128, 256, 256, 256), layers_per_block=2,
         down_block_types=("DownBlock2D", "AttnDownBlock2D", "DownBlock2D", "DownBlock2D"),
         up_block_types=("UpBlock2D", "UpBlock2D", "AttnUpBlock2D", "UpBlock2D"),
-        norm_eps=1e-6, flip_sin_to_cos=False, freq_shift=1, downsample_padding=0,
+        norm_eps=1e-6, norm_num_groups=32, flip_sin_to_cos=False, freq_shift=1, downsample_padding=0,
+        attention_head_dim=None, add_attention=True,
     )
 
 

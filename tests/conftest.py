@@ -22,8 +22,10 @@ def requires_gpus(n: int = 1):
     return mark
 
 
-def tiny_unet(seed: int = 0, channels: int = 1, size: int = 8, out_channels: int | None = None):
-    """A ~40k-parameter diffusers UNet2DModel, deterministic in ``seed``."""
+def tiny_unet(seed: int = 0, channels: int = 1, size: int = 8, out_channels: int | None = None,
+              attention: bool = False):
+    """A ~40k-parameter diffusers UNet2DModel, deterministic in ``seed``; ``attention`` adds an attention block at
+    the lower resolution (as the CIFAR and ADM UNets have), whose GPU backward kernels are not deterministic."""
     from diffusers import UNet2DModel
 
     gen_state = torch.random.get_rng_state()
@@ -31,7 +33,8 @@ def tiny_unet(seed: int = 0, channels: int = 1, size: int = 8, out_channels: int
     unet = UNet2DModel(
         sample_size=size, in_channels=channels, out_channels=out_channels or channels,
         block_out_channels=(8, 16), layers_per_block=1,
-        down_block_types=("DownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "UpBlock2D"),
+        down_block_types=("DownBlock2D", "AttnDownBlock2D" if attention else "DownBlock2D"),
+        up_block_types=("AttnUpBlock2D" if attention else "UpBlock2D", "UpBlock2D"),
         norm_num_groups=4,
     )
     torch.random.set_rng_state(gen_state)
@@ -94,6 +97,20 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+@pytest.fixture
+def exact_cuda():
+    """No TF32 in cuBLAS / cuDNN for the test (cuDNN's default is TF32 on): CPU-vs-GPU comparisons then measure
+    kernels, not precision (TF32 keeps 10 mantissa bits, errors of ~1e-4 relative and more). The legacy
+    TF32 flags are set through the API the process uses (``art_diffpure.determinism``); restored afterwards."""
+    from art_diffpure import determinism
+
+    saved = determinism.tf32_state()
+    api = saved[0]
+    determinism.set_tf32((api, (False, False) if api == "legacy" else ("ieee", "ieee", "ieee")))
+    yield
+    determinism.set_tf32(saved)
 
 
 @pytest.fixture

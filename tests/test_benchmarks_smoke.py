@@ -93,25 +93,38 @@ def test_b5_skips_batches_that_do_not_fit_and_separates_the_flops(tmp_path, benc
     from art_diffpure import checkpointing
 
     b5 = importlib.import_module("b5_gpu")
-    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32, torch.backends.cudnn.benchmark
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    torch.backends.cudnn.benchmark = False
     try:
-        args = ["--smoke", "--threads", "1", "--no-checkpoint", "--batch-sizes", "1,4"]
+        args = ["--smoke", "--threads", "1", "--no-checkpoint", "--batch-sizes", "1,4", "--cudnn-benchmark", "on",
+                "--no-auto-rows"]
         first = b5.main([*args, "--out", str(tmp_path / "a.json")])
-        assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == (True, True)  # restored
-        per_row = first["memory"]["per_row_bytes"]
-        need = {r["batch"]: r["estimated_bytes"] for r in first["rows"]}
-        # no checkpointing: every step's graph for every row, plus the classifier's
-        t_star = first["settings"]["t_star"]
-        assert need[4] == int(int(per_row["reverse_step_graph"] * 4) * t_star + per_row["classifier_graph"] * 4)
+        restored = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32,
+                    torch.backends.cudnn.benchmark)
+        assert restored == (True, True, False)  # the run set benchmark on and TF32 off; both restored
+        graphs, t_star = first["memory"]["graph_bytes"], first["settings"]["t_star"]
+        # no checkpointing: every step's graph (fixed + per row, fitted per precision), plus the classifier's
+        for r in first["rows"]:
+            g = graphs[r["dtype"]]
+            step = int(g["reverse_step_graph"]["fixed"] + g["reverse_step_graph"]["per_row"] * r["batch"])
+            clf = g["classifier_graph"]["fixed"] + g["classifier_graph"]["per_row"] * r["batch"]
+            assert r["estimated_bytes"] == int(step * t_star + clf)
+        # under bf16 autocast every step saves bf16 copies of the weights: a fixed part the fp32 graph lacks
+        assert graphs["bf16"]["reverse_step_graph"]["fixed"] > graphs["fp32"]["reverse_step_graph"]["fixed"]
+        need = {}
+        for r in first["rows"]:
+            need.setdefault(r["batch"], []).append(r["estimated_bytes"])
+        assert max(need[1]) < min(need[4])
         # A device with room for batch 1 but not batch 4: batch 4 is skipped and says why.
-        free = int((need[1] + need[4]) / 2 / b5.MEMORY_HEADROOM)
+        free = int((max(need[1]) + min(need[4])) / 2 / b5.MEMORY_HEADROOM)
         monkeypatch.setattr(checkpointing, "free_bytes", lambda device: free)
         second = b5.main([*args, "--out", str(tmp_path / "b.json")])
     finally:
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32, torch.backends.cudnn.benchmark = saved
     assert {r["batch"] for r in second["rows"]} == {1}
-    assert [s["batch"] for s in second["skipped"]] == [4] and "estimated" in second["skipped"][0]["skipped"]
+    assert [(s["batch"], s["dtype"]) for s in second["skipped"]] == [(4, "fp32"), (4, "bf16")]
+    assert all("estimated" in s["skipped"] for s in second["skipped"])
     flops = second["flops"]
     assert flops["checkpoint_recompute_batch1"] == 0  # nothing recomputed without checkpointing
     assert flops["useful_per_loss_gradient_batch1"] == flops["chain_per_image"] + flops["classifier_per_image"]
@@ -120,9 +133,111 @@ def test_b5_skips_batches_that_do_not_fit_and_separates_the_flops(tmp_path, benc
 
 def test_b5_counts_checkpoint_recompute_separately(tmp_path, bench_path):
     b5 = importlib.import_module("b5_gpu")
-    data = b5.main(["--smoke", "--threads", "1", "--batch-sizes", "1", "--out", str(tmp_path / "c.json")])
+    data = b5.main(["--smoke", "--threads", "1", "--batch-sizes", "1", "--cudnn-benchmark", "off", "--no-auto-rows",
+                    "--out", str(tmp_path / "c.json")])
     flops, t_star = data["flops"], data["settings"]["t_star"]
     # every reverse step is checkpointed: the backward pass reruns each UNet forward once
     assert flops["checkpoint_recompute_batch1"] == t_star * flops["unet_forward_per_image"]
     row = data["rows"][0]
     assert row["executed_fraction_of_measured_peak"] > row["fraction_of_measured_peak"]
+
+
+def test_b5_writes_each_row_as_it_is_measured_to_the_given_path(tmp_path, bench_path, monkeypatch):
+    import torch
+
+    b5 = importlib.import_module("b5_gpu")
+    out = tmp_path / "deep" / "b5.json"
+    on_disk = []
+    real = b5.common.write_json
+
+    def spy(data, path, name, quiet=False):
+        written = real(data, path, name, quiet=quiet)
+        assert written == str(out)
+        on_disk.append(json.loads(out.read_text()))  # the file itself, complete JSON at every point
+        return written
+
+    monkeypatch.setattr(b5.common, "write_json", spy)
+    data = b5.main(["--smoke", "--threads", "1", "--batch-sizes", "1", "--out", str(out)])
+    # One row per (cudnn.benchmark off/on, checkpoint forced) and the checkpoint="auto" row, in fp32 and bf16.
+    assert [(r["cudnn_benchmark"], r["checkpoint"], r["dtype"]) for r in data["rows"]] == [
+        (False, True, "fp32"), (False, True, "bf16"), (True, True, "fp32"), (True, True, "bf16"),
+        (True, "auto", "fp32"), (True, "auto", "bf16")]
+    assert all(r["checkpointed"] is True for r in data["rows"][:4])
+    assert all(isinstance(r["checkpointed"], bool) for r in data["rows"][4:])  # what "auto" chose
+    # the file grew by one row at a time, and only the last write marks the run complete
+    counts = [len(d["rows"]) for d in on_disk]
+    assert counts == sorted(counts) and set(range(len(data["rows"]) + 1)) <= set(counts)
+    assert [d["complete"] for d in on_disk] == [False] * (len(on_disk) - 1) + [True]
+    assert all("environment" in d and "settings" in d for d in on_disk)
+    assert "flops" in on_disk[counts.index(1)]  # FLOPs and peak are written before the first timed row
+    # random weights: the bf16 cosine is labelled timing only
+    assert all("timing only" in r["bf16_vs_fp32_cosine_note"] for r in data["rows"])
+    assert "timing only" in data["bf16_cosine_timing_only"]["note"]
+    # syncs per call (CUDA), never divided by t*
+    syncs = data["host_device_syncs"]
+    if torch.cuda.is_available():
+        assert set(syncs) >= {"per_loss_gradient_call", "per_purify_call"} and "per_reverse_step" not in syncs
+    else:
+        assert syncs is None
+    assert data["settings"]["unet_attention_head_dim"] is None  # the published model's attention (one head)
+    # without --out, a real run writes outside the source tree
+    root = os.path.dirname(BENCH)
+    assert not os.path.abspath(b5.default_out()).startswith(root + os.sep)
+
+
+def test_b5_time_budget_skips_rows_and_still_completes(tmp_path, bench_path):
+    b5 = importlib.import_module("b5_gpu")
+    data = b5.main(["--smoke", "--threads", "1", "--batch-sizes", "1", "--cudnn-benchmark", "off", "--no-auto-rows",
+                    "--time-budget", "0", "--out", str(tmp_path / "t.json")])
+    assert data["rows"] == [] and data["complete"] is True
+    assert [(s["batch"], s["dtype"]) for s in data["skipped"]] == [(1, "fp32"), (1, "bf16")]
+    assert all(s["skipped"].startswith("time budget") for s in data["skipped"])
+
+
+def test_b5_cifar_unet_has_the_published_attention(bench_path):
+    """google/ddpm-cifar10-32's config.json has attention_head_dim null: one head over the 256 channels in the
+    16x16 attention blocks and the middle block (diffusers' default of 8 would make 32 heads of width 8)."""
+    common = importlib.import_module("_common")
+    config = common.cifar_unet_config()
+    assert config["attention_head_dim"] is None and config["norm_num_groups"] == 32
+    assert config["down_block_types"] == ("DownBlock2D", "AttnDownBlock2D", "DownBlock2D", "DownBlock2D")
+    assert config["up_block_types"] == ("UpBlock2D", "UpBlock2D", "AttnUpBlock2D", "UpBlock2D")
+    unet = common.cifar_unet()
+    assert sum(p.numel() for p in unet.parameters()) == 35_746_307
+    attentions = [a for block in (*unet.down_blocks, unet.mid_block, *unet.up_blocks)
+                  for a in (getattr(block, "attentions", None) or [])]
+    assert len(attentions) == 2 + 1 + 3  # 2 per down level, the middle block, 3 per up level (one level each)
+    assert all(a.heads == 1 and a.inner_dim == 256 for a in attentions)
+
+
+def test_b5_wideresnet_is_robustbenchs_standard_architecture(bench_path):
+    """B5's own WRN-28-10 (no RobustBench import) has the parameter count of RobustBench's ``Standard`` model;
+    where RobustBench is installed, its class has the same count and its state dict loads here and gives the same
+    logits."""
+    import torch
+
+    wrn = importlib.import_module("wideresnet")
+    assert sum(p.numel() for p in wrn.WideResNet(28, 10).parameters()) == wrn.WRN_28_10_PARAMETERS == 36_479_194
+    with torch.no_grad():
+        assert wrn.WideResNet(10, 1).eval()(torch.rand(2, 3, 32, 32)).shape == (2, 10)
+    try:
+        from art_diffpure.zoo import import_robustbench
+
+        import_robustbench()
+        from robustbench.model_zoo.architectures.wide_resnet import WideResNet as Reference
+    except ImportError:  # not installed (e.g. the offline GPU machine): the count above is the check
+        return
+    assert sum(p.numel() for p in Reference(depth=28, widen_factor=10).parameters()) == 36_479_194
+    torch.manual_seed(0)
+    reference = Reference(depth=10, widen_factor=2).eval()
+    for m in reference.modules():  # non-trivial batch-norm statistics, so that every parameter matters
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.normal_()
+            m.running_var.uniform_(0.5, 2.0)
+            m.weight.data.normal_()
+            m.bias.data.normal_()
+    mine = wrn.WideResNet(10, 2).eval()
+    mine.load_state_dict(reference.state_dict(), strict=True)
+    x = torch.rand(3, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(mine(x), reference(x), rtol=1e-5, atol=1e-5)

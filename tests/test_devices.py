@@ -386,7 +386,8 @@ def test_cuda_purify_leaves_the_users_scheduler_on_the_cpu(images):
 
 
 @requires_gpus(1)
-def test_cpu_purifier_inside_a_gpu_classifier_warns_and_matches(images, caplog):
+def test_cpu_purifier_inside_a_gpu_classifier_warns_and_matches(images, caplog, exact_cuda):
+    # exact_cuda: the GPU classifier in fp32 (no TF32, cuDNN's default), so 1e-4 measures kernels, not TF32
     purifier = make_purifier(t_star=50, seed=1)
     expected = art_classifier(tiny_classifier(), make_purifier(t_star=50, seed=1)).predict(images)
     with caplog.at_level(logging.WARNING, logger="art_diffpure.purifier"):
@@ -397,12 +398,15 @@ def test_cpu_purifier_inside_a_gpu_classifier_warns_and_matches(images, caplog):
 
 @requires_gpus(1)
 def test_cuda_deterministic_reruns_are_bit_identical(images):
+    """A UNet with attention (whose flash / memory-efficient backward is not deterministic), the classifier's
+    backward included: the classifier runs under the same deterministic flags, as the README asks of callers."""
     grads = []
     for _ in range(2):
-        purifier = DiffusionPurifier(tiny_unet(), tiny_scheduler(), t_star=50, seed=1, device_type="gpu",
-                                     deterministic=True)
+        purifier = DiffusionPurifier(tiny_unet(attention=True), tiny_scheduler(), t_star=50, seed=1,
+                                     device_type="gpu", deterministic=True)
         classifier = art_classifier(tiny_classifier(), purifier, device_type="gpu")
-        grads.append(classifier.loss_gradient(images, np.eye(10)[np.arange(6)]))
+        with determinism.deterministic_flags():
+            grads.append(classifier.loss_gradient(images, np.eye(10)[np.arange(6)]))
     np.testing.assert_array_equal(grads[0], grads[1])
 
 
@@ -429,3 +433,25 @@ def test_as_classifier_keeps_a_cpu_model_on_the_cpu(monkeypatch):
     classifier = pgd.as_classifier(tiny_classifier(), x)
     assert seen["device_type"] == "cpu" and classifier.nb_classes == 10
     assert next(classifier.model.parameters()).device.type == "cpu"
+
+
+def test_gpu_comparisons_with_a_tolerance_run_without_tf32(exact_cuda):
+    """Every GPU test that compares against the CPU with a tolerance takes the conftest fixture ``exact_cuda``: with
+    cuDNN's default (TF32 on) the error of a GPU classifier alone is ~1e-4, the tolerance these tests use."""
+    import ast
+
+    assert not torch.backends.cuda.matmul.allow_tf32 and not torch.backends.cudnn.allow_tf32
+    here = os.path.dirname(os.path.abspath(__file__))
+    checked = []
+    for name in ("test_devices.py", "test_purifier.py"):
+        with open(os.path.join(here, name), encoding="utf-8") as f:
+            source = f.read()
+        for node in ast.parse(source).body:
+            if not isinstance(node, ast.FunctionDef):
+                continue
+            decorators = [ast.get_source_segment(source, d) for d in node.decorator_list]
+            body = ast.get_source_segment(source, node)
+            if any(d.startswith("requires_gpus") for d in decorators) and "assert_allclose" in body:
+                checked.append(node.name)
+                assert "exact_cuda" in [a.arg for a in node.args.args], f"{name}::{node.name} compares with TF32 on"
+    assert "test_cpu_purifier_inside_a_gpu_classifier_warns_and_matches" in checked and len(checked) >= 3

@@ -422,15 +422,6 @@ def test_a_saved_defence_loads_back_as_the_same_defence(tmp_path, images, monkey
 # ---------------------------------------------------------------------------- GPU
 
 
-@pytest.fixture
-def exact_cuda():
-    """No TF32 in cuBLAS / cuDNN for the block: CPU-vs-GPU comparisons then measure kernels, not precision."""
-    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
-    yield
-    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
-
-
 def _cpu_and_gpu(sampler: str, **kwargs):
     # t* = 50: the UNet's contribution reaches the purified image with a weight that exposes kernel errors (at
     # t* = 10 it is ~0.025, so atol 1e-5 on the image would only catch errors above ~0.04%).
