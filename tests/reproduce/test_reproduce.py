@@ -74,8 +74,9 @@ def _parts(out):
 def _interrupted_run(out, size):
     """
     The run killed with SIGKILL twice, then resumed to the end: (1) halfway through writing the third file of the
-    run (the manifest and one experiment are on disk, the second experiment's file is half written), (2) in the
-    middle of the experiments, three more experiments after the restart. Returns everything the three processes
+    run (the manifest and one experiment are on disk, the second experiment's file is half written), (2) the
+    parent alone in the middle of the experiments, three more experiments after the restart: its pool workers
+    must be gone 10 s later; (smoke size) (3) a write failing with ENOSPC. Returns everything the processes
     printed.
     """
     from art_diffpure.reproduce.store import KILL_DURING_WRITE_ENV
@@ -111,17 +112,17 @@ def _interrupted_run(out, size):
     log.flush()
     assert workers and not orphans, f"pool workers {sorted(orphans)} outlived their killed parent by 10 s"
     assert proc.returncode == -signal.SIGKILL and not (out / "results.json").exists()
-    # Disk full at this process's second unit: one line that says how to resume, no traceback, no partial unit.
-    from art_diffpure.reproduce.store import FAIL_WRITE_ENV
+    if size == "smoke":  # disk full at this process's second unit: one line, how to resume, no partial unit
+        from art_diffpure.reproduce.store import FAIL_WRITE_ENV
 
-    before = len(_parts(out))
-    full = subprocess.run([sys.executable, "-m", "art_diffpure.cli", *cmd], capture_output=True, text=True,
-                          timeout=900, env=dict(os.environ, HF_HUB_OFFLINE="1", **{FAIL_WRITE_ENV: "2"}))
-    log.write(full.stderr)
+        before = len(_parts(out))
+        full = subprocess.run([sys.executable, "-m", "art_diffpure.cli", *cmd], capture_output=True, text=True,
+                              timeout=900, env=dict(os.environ, HF_HUB_OFFLINE="1", **{FAIL_WRITE_ENV: "2"}))
+        log.write(full.stderr)
+        assert full.returncode == 1 and "Traceback" not in full.stderr, full.stderr[-4000:]
+        assert "No space left on device" in full.stderr and "to resume" in full.stderr.strip().splitlines()[-1]
+        assert len(_parts(out)) == before + 1 and not list((out / "parts").glob("*.tmp*"))
     log.close()
-    assert full.returncode == 1 and "Traceback" not in full.stderr, full.stderr[-4000:]
-    assert "No space left on device" in full.stderr and "to resume" in full.stderr.strip().splitlines()[-1]
-    assert len(_parts(out)) == before + 1 and not list((out / "parts").glob("*.tmp*"))
     resumed = _run(*cmd)
     assert resumed.returncode == 0, resumed.stderr[-4000:]
     assert not list((out / "parts").glob("*.tmp*"))
