@@ -87,6 +87,7 @@ def test_summarize_skips_smoke_output(tmp_path, capsys, bench_path):
     assert "## B3" not in capsys.readouterr().out
 
 
+@pytest.mark.slow  # B5's CPU smoke (test_smoke) stays in the default run
 def test_b5_skips_batches_that_do_not_fit_and_separates_the_flops(tmp_path, bench_path, monkeypatch):
     import torch
 
@@ -131,6 +132,7 @@ def test_b5_skips_batches_that_do_not_fit_and_separates_the_flops(tmp_path, benc
     assert flops["chain_per_image_step"] == flops["chain_per_image"] / second["settings"]["t_star"]
 
 
+@pytest.mark.slow  # B5's CPU smoke (test_smoke) stays in the default run
 def test_b5_counts_checkpoint_recompute_separately(tmp_path, bench_path):
     b5 = importlib.import_module("b5_gpu")
     data = b5.main(["--smoke", "--threads", "1", "--batch-sizes", "1", "--cudnn-benchmark", "off", "--no-auto-rows",
@@ -185,6 +187,7 @@ def test_b5_writes_each_row_as_it_is_measured_to_the_given_path(tmp_path, bench_
     assert not os.path.abspath(b5.default_out()).startswith(root + os.sep)
 
 
+@pytest.mark.slow  # B5's CPU smoke (test_smoke) stays in the default run
 def test_b5_time_budget_skips_rows_and_still_completes(tmp_path, bench_path):
     b5 = importlib.import_module("b5_gpu")
     data = b5.main(["--smoke", "--threads", "1", "--batch-sizes", "1", "--cudnn-benchmark", "off", "--no-auto-rows",

@@ -157,12 +157,13 @@ def test_deterministic_mode_covers_forward_and_backward_and_restores_the_flags(c
     assert during["forward"] and all(f == strict for f in during["forward"])
     # every step's gradient (and, with checkpointing, its recomputation) ran in deterministic mode
     assert len(during["backward"]) >= 4 and all(f == strict for f in during["backward"])
-    # on the CPU the flags change nothing: the same bits as the default mode
+    # on the CPU only the attention kernel changes (the UNet's mid block attends: the math kernel instead of the
+    # CPU flash kernel), a float32 round-off apart from the default mode
     plain = make_purifier(t_star=4, seed=1, checkpoint=checkpoint)
     xp = torch.tensor(images, requires_grad=True)
-    np.testing.assert_array_equal(plain.forward(xp)[0].detach().numpy(), out.detach().numpy())
+    np.testing.assert_allclose(plain.forward(xp)[0].detach().numpy(), out.detach().numpy(), rtol=0, atol=1e-6)
     plain.forward(xp)[0].sum().backward()
-    np.testing.assert_array_equal(xp.grad.numpy(), x.grad.numpy())
+    np.testing.assert_allclose(xp.grad.numpy(), x.grad.numpy(), rtol=1e-4, atol=1e-6)
 
 
 def test_deterministic_mode_through_arts_loss_gradient(images, loose_flags):

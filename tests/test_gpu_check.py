@@ -8,10 +8,13 @@ import subprocess
 import sys
 import xml.etree.ElementTree as ET
 
+import pytest
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, "scripts", "gpu_check.sh")
 
 
+@pytest.mark.slow  # half a minute: the suite CI runs (bash dev test --all) has it
 def test_gpu_check_smoke_writes_every_file(tmp_path):
     out = tmp_path / "out"
     env = dict(os.environ, OMP_NUM_THREADS="1", PIP_NO_INDEX="1")

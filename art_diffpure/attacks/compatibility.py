@@ -125,7 +125,8 @@ FAST_CELLS = [(name, "aligned") for name in ATTACKS] + [
                                        "HopSkipJump", "Boundary")
 ] + [("AutoAttack rand (ART)", mode) for mode in ("transfer", "stochastic")] + [
     ("AutoAttack standard (fra31)", "stochastic"), ("DeepFool", "direct-bpda")] + [
-    (name, mode) for name in ("DiffHammer", "DiffAttack", "Surrogate PGD-EOT") for mode in MODES]
+    (name, mode) for name in ("DiffHammer", "DiffAttack", "Surrogate PGD-EOT") for mode in ("direct-full", "stochastic")
+] + [cell for cell in NOT_APPLICABLE if cell[1] in MODES]
 
 
 @dataclass

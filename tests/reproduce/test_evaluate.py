@@ -252,7 +252,8 @@ def test_output_directory_of_another_tool_is_refused(tmp_path, capsys):
     assert (tmp_path / "results.json").read_text() == "{}"
 
 
-@pytest.mark.parametrize("attack", ["diffhammer", "diffattack", "surrogate-pgd-eot"])
+@pytest.mark.parametrize("attack", ["diffhammer", pytest.param("diffattack", marks=pytest.mark.slow),
+                                    pytest.param("surrogate-pgd-eot", marks=pytest.mark.slow)])
 def test_purification_attacks_from_the_command_line_with_draws_and_vote(attack, tmp_path, capsys):
     """The attacks built for purification run from the command line; mean, worst case and majority vote over
     named test draws recount from the per-draw predictions."""
