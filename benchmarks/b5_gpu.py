@@ -322,23 +322,21 @@ def run(args, threads: int) -> dict:
                     need = need_plain if free is None or need_plain <= free // 2 else need_ckpt
                 else:
                     need = need_ckpt if checkpoint else need_plain
+                why = None
                 if limit is not None and need > limit:
                     why = (f"estimated {need / 2**30:.1f} GiB for one loss gradient > {limit / 2**30:.1f} GiB "
                            f"({MEMORY_HEADROOM:.0%} of the {free / 2**30:.1f} GiB free)")
-                    print(f"batch {b:4d} {dtype} {_label(bench, checkpoint)}: skipped, {why}")
-                    skipped.append({**setting, "skipped": why, "estimated_bytes": need})
-                    save(f"batch {b} skipped")
-                    continue
-                if args.time_budget is not None:
+                elif args.time_budget is not None:
                     elapsed = time.perf_counter() - t_start
                     expected = seconds_per_image.get(dtype, 0.0) * b * (repeats + 1)
                     if elapsed + expected > args.time_budget:
                         why = (f"time budget: {elapsed:.0f} s elapsed + ~{expected:.0f} s expected > "
                                f"{args.time_budget:.0f} s")
-                        print(f"batch {b:4d} {dtype} {_label(bench, checkpoint)}: skipped, {why}")
-                        skipped.append({**setting, "skipped": why, "estimated_bytes": need})
-                        save(f"batch {b} skipped")
-                        continue
+                if why is not None:
+                    print(f"batch {b:4d} {dtype} {_label(bench, checkpoint)}: skipped, {why}")
+                    skipped.append({**setting, "skipped": why, "estimated_bytes": need})
+                    save(f"batch {b} skipped")
+                    continue
                 torch.backends.cudnn.benchmark = bench
                 purifier.checkpoint = checkpoint
 
