@@ -2,6 +2,7 @@
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -38,6 +39,10 @@ def _main(capsys, *args):
 SIZES = {"smoke": ("reproduce", "--smoke"), "quick": ("reproduce", "--quick", "--n-images", "8")}
 
 
+#: The units the interrupted run computes again (the rest it finds on disk): Table 2's attacks and PGD-EOT.
+DROPPED = "table2_"
+
+
 def _start(args, log, **env):
     """The CLI in its own process group (its pool workers die with it when the test kills the group)."""
     return subprocess.Popen([sys.executable, "-m", "art_diffpure.cli", *args], stdout=log, stderr=log,
@@ -71,27 +76,34 @@ def _parts(out):
     return sorted(p.name for p in (out / "parts").glob("*.npz")) if (out / "parts").exists() else []
 
 
-def _interrupted_run(out, size):
+def _interrupted_run(out, size, reference):
     """
-    The run killed with SIGKILL twice, then resumed to the end: (1) halfway through writing the third file of the
-    run (the manifest and one experiment are on disk, the second experiment's file is half written), (2) the
-    parent alone in the middle of the experiments, three more experiments after the restart: its pool workers
-    must be gone 10 s later; (smoke size) (3) a write failing with ENOSPC. Returns everything the processes
-    printed.
+    The run resumed from a copy of the uninterrupted ``reference`` run with its Table 2 units removed (so only
+    those few experiments are computed again, not the whole run), killed with SIGKILL twice, then resumed to the
+    end: (1) halfway through writing its first unit (a half-written temporary file is left), (2) the parent alone
+    in the middle of the experiments, one more unit after the restart: its pool workers must be gone 10 s later;
+    (smoke size) (3) a write failing with ENOSPC. Returns everything the processes printed.
     """
+    (out / "parts").mkdir()
+    shutil.copy(reference / "run.json", out / "run.json")
+    for unit in (reference / "parts").glob("*.npz"):
+        if not unit.name.startswith(DROPPED):
+            shutil.copy(unit, out / "parts" / unit.name)
+    kept = len(_parts(out))
+    assert len(_parts(reference)) - kept >= 4, "too few units left to kill a run in the middle of them"
     from art_diffpure.reproduce.store import KILL_DURING_WRITE_ENV
 
     cmd = (*SIZES[size], "--out", str(out), "--no-progress")
     log_path = out.parent / f"{out.name}-killed.log"
     log = open(log_path, "w")
-    proc = _start(cmd, log, **{KILL_DURING_WRITE_ENV: "3"})
+    proc = _start(cmd, log, **{KILL_DURING_WRITE_ENV: "1"})
     proc.wait(timeout=900)
     _kill_group(proc)
     assert proc.returncode == -signal.SIGKILL, log_path.read_text()[-4000:]
-    assert len(_parts(out)) == 1 and list((out / "parts").glob("*.tmp*")), "killed while writing the second part"
+    assert len(_parts(out)) == kept and list((out / "parts").glob("*.tmp*")), "killed while writing its first unit"
     proc = _start(cmd, log)
     deadline = time.time() + 900
-    while len(_parts(out)) < 4 and proc.poll() is None and time.time() < deadline:
+    while len(_parts(out)) < kept + 1 and proc.poll() is None and time.time() < deadline:
         time.sleep(0.05)
     workers = _group_members(proc.pid) - {proc.pid}
     log.flush()
@@ -156,10 +168,13 @@ def in_process_run(size, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def killed_run(size, tmp_path_factory):
-    """The same run as a separate process, killed twice and resumed; what it printed is in printed.txt."""
+def killed_run(size, in_process_run, tmp_path_factory):
+    """
+    The same run as a separate process, resumed from part of the in-process run's units, killed twice and resumed;
+    what it printed is in printed.txt.
+    """
     out = tmp_path_factory.mktemp(f"{size}-killed")
-    (out.parent / f"{out.name}-printed.txt").write_text(_interrupted_run(out, size))
+    (out.parent / f"{out.name}-printed.txt").write_text(_interrupted_run(out, size, in_process_run))
     return out
 
 
