@@ -368,7 +368,7 @@ def test_defended_classifier_survives_deepcopy_and_pickle(images, seed):
     classifier = art_classifier(tiny_classifier(), purifier)
     for clone in (copy.deepcopy(classifier), pickle.loads(pickle.dumps(classifier))):
         twin = clone.preprocessing_defences[0]
-        assert twin is not purifier and twin._fresh_generator is not purifier._fresh_generator
+        assert twin is not purifier and twin._randomness.generator is not purifier._randomness.generator
         # the same weights, and for seed=None the same position in the fresh-noise sequence
         np.testing.assert_allclose(clone.predict(images), copy.deepcopy(classifier).predict(images), atol=1e-6)
 

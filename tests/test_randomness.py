@@ -92,7 +92,7 @@ def test_copies_made_during_an_attack_stay_under_its_control(images):
     np.testing.assert_allclose(inside, expected, atol=1e-6)
     # after the attack the copy is on its own again, under its own seed (5)
     np.testing.assert_allclose(clone.predict(images), classifier.predict(images), atol=1e-6)
-    assert clone.preprocessing_defences[0]._control is None
+    assert clone.preprocessing_defences[0]._randomness.control is None
 
 
 def test_a_purifier_outside_the_control_raises_and_is_counted(images):
