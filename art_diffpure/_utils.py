@@ -7,6 +7,7 @@ Small helpers shared by the whole package; imports nothing from it (the bottom o
 - :class:`Result`: the base class of every dataclass result object (metrics, evaluations); its ``to_dict()``
   is :func:`to_jsonable` of the public fields.
 - :func:`index_labels`, :func:`one_hot`: label formats through ART's ``check_and_transform_label_format``.
+- :func:`as_sample_ids`: THE normalisation of per-sample ids (default ``arange(n)``).
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["Result", "index_labels", "one_hot", "to_jsonable"]
+__all__ = ["Result", "as_sample_ids", "index_labels", "one_hot", "to_jsonable"]
 
 
 def to_jsonable(value: Any) -> Any:
@@ -73,3 +74,11 @@ def one_hot(y: Any, nb_classes: int) -> np.ndarray:
     from art.utils import check_and_transform_label_format
 
     return np.asarray(check_and_transform_label_format(np.asarray(y), int(nb_classes)), dtype=np.float32)
+
+
+def as_sample_ids(sample_ids: Any, n: int) -> np.ndarray:
+    """Per-sample ids as int64 ``(n,)``: ``arange(n)`` for ``None``; a ``ValueError`` unless there are ``n``."""
+    ids = np.arange(n, dtype=np.int64) if sample_ids is None else np.asarray(sample_ids, dtype=np.int64).reshape(-1)
+    if len(ids) != n:
+        raise ValueError(f"Got {len(ids)} sample_ids for {n} samples")
+    return ids

@@ -27,6 +27,7 @@ import time
 import numpy as np
 
 import _common as common  # noqa: E402  (sets sys.path)
+from art_diffpure.evaluations.aligned import evaluate_aligned
 
 NAME = "b1_paper_pipeline"
 
@@ -130,7 +131,7 @@ def main(argv=None) -> dict:
     # ---- ours: aligned PGD-40 on one batch of n images
     attack = RandomnessAlignedAttack(classifier, randomness="aligned", seed=args.seed, eps=eps, eps_step=eps / 30,
                                      max_iter=steps, num_random_init=1, batch_size=n)
-    ours = attack.evaluate(x, y)
+    ours = evaluate_aligned(attack, x, y).to_dict()
     x_adv_ours = attack.last_x_adv
     ours_checkpointed = purifier.last_checkpointed
 

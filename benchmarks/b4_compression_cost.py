@@ -11,6 +11,7 @@ test predictions). Timed side by side, interleaved, median over repeats.
 from __future__ import annotations
 
 import _common as common  # noqa: E402
+from art_diffpure.evaluations.aligned import evaluate_aligned
 
 NAME = "b4_compression_cost"
 
@@ -45,7 +46,7 @@ def main(argv=None) -> dict:
                                 batch_size=256)
 
     t_cr, cr = common.timed(run_cr, repeats_cr)
-    t_pgd, report = common.timed(lambda: attack.evaluate(x, y), repeats_pgd)
+    t_pgd, report = common.timed(lambda: evaluate_aligned(attack, x, y).to_dict(), repeats_pgd)
     t_cr2, _ = common.timed(run_cr, repeats_cr)  # again after the attack: same machine state on both sides
     t_cr_all = t_cr + t_cr2
     result = {

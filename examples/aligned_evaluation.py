@@ -9,6 +9,7 @@ import torch
 from art_diffpure import RandomnessAlignedAttack
 from art_diffpure.models.data import load_digits_split
 from art_diffpure.models.digits import digits_art_classifier, load_digits_purifier, load_provenance
+from art_diffpure.evaluations import evaluate_aligned
 
 # The embedded models are tiny: one torch thread is fastest on a CPU and does not crawl when another job holds
 # a core (torch's default, all cores, was 20-300x slower on a busy 2-core machine).
@@ -22,6 +23,6 @@ classifier = digits_art_classifier(load_digits_purifier(t_star=50, seed=0))
 for randomness in ("stochastic", "transfer", "aligned"):
     attack = RandomnessAlignedAttack(classifier, randomness=randomness, seed=0, eps=eps, eps_step=eps / 4,
                                      max_iter=5, batch_size=16)
-    report = attack.evaluate(x, y)
+    report = evaluate_aligned(attack, x, y).to_dict()
     print(f"{randomness:>10}: clean {report['clean_accuracy']:.1%}, robust {report['robust_accuracy']:.1%} "
           f"({report['wall_time_s']:.1f} s)")

@@ -11,7 +11,7 @@ from art.attacks.evasion import ProjectedGradientDescent
 from art.estimators.classification import PyTorchClassifier
 
 from art_diffpure import RandomnessAlignedAttack, metrics
-from art_diffpure.evaluations.gradient_masking import gradient_masking_diagnostics
+from art_diffpure.evaluations import evaluate_aligned, gradient_masking_diagnostics
 from art_diffpure.models.data import load_digits_split
 from art_diffpure.models.digits import load_digits_classifier, load_digits_purifier
 
@@ -30,8 +30,8 @@ print("ART PGD-5, robust accuracy:", (classifier.predict(x_adv).argmax(1) == y).
 
 # 2. The randomness-aligned evaluation: attack and test share xi ("stochastic" is the usual DiffPure evaluation).
 attack = RandomnessAlignedAttack(classifier, randomness="aligned", seed=0, eps=eps, eps_step=eps / 4, max_iter=5)
-report = attack.evaluate(x, y)  # a plain dict: accuracies, per-sample outcomes, seeds, audit, config
-print("aligned: clean", report["clean_accuracy"], "robust", report["robust_accuracy"])
+aligned = evaluate_aligned(attack, x, y)  # accuracies, per-sample outcomes, seeds, the purifier's audit, config
+print("aligned: clean", aligned.clean_accuracy, "robust", aligned.robust_accuracy)
 
 # 3. The compression rate (eq. 10), gradient-free: a lower rate predicts higher aligned robustness.
 rate = metrics.compression_rate(purifier, x, eps=eps, n_samples=4)
@@ -44,7 +44,7 @@ for check in result.checks:
     print(f"{check.name:>22}: {check.verdict:4}  {check.explanation}")
 print("overall:", result.overall)  # "warn" if any check warns: read that check's numbers before trusting a number
 
-# 5. Every result serialises: evaluate() returns a plain dict, metric and diagnostics results have .to_dict().
-summary = json.dumps({"aligned": report, "compression": rate.to_dict(), "diagnostics": result.to_dict()})
+# 5. Every result serialises with .to_dict() (plain JSON types).
+summary = json.dumps({"aligned": aligned.to_dict(), "compression": rate.to_dict(), "diagnostics": result.to_dict()})
 print(f"{len(summary)} characters of JSON")
 # quick start: end

@@ -8,6 +8,7 @@ from art_diffpure import RandomnessAlignedAttack
 from art_diffpure.attacks.autoattack import Fra31AutoAttack
 from art_diffpure.models import digits as embedded
 from art_diffpure.models.data import load_digits_split
+from art_diffpure.evaluations.aligned import evaluate_aligned
 x, y = load_digits_split("test"); x, y = x[:8], y[:8]
 clf = embedded.digits_art_classifier(embedded.load_digits_purifier(t_star=10, seed=5))
 out = {}
@@ -18,7 +19,7 @@ for mode in ("aligned", "transfer", "stochastic"):
     fra = Fra31AutoAttack(clf, eps=0.2, n_iter=10, n_queries=50, batch_size=8)
     for label, inner in (("ART AutoAttack(APGD-CE, APGD-DLR, Square) instance", aa), ("fra31 AutoAttack standard instance", fra)):
         t = time.perf_counter()
-        r = RandomnessAlignedAttack(clf, attack=inner, randomness=mode, seed=0, batch_size=8).evaluate(x, y)
+        r = evaluate_aligned(RandomnessAlignedAttack(clf, attack=inner, randomness=mode, seed=0, batch_size=8), x, y).to_dict()
         a, tst = r["audit"]["attack"], r["audit"]["test"]
         out[f"{label} / {mode}"] = dict(robust=r["robust_accuracy"], clean=r["clean_accuracy"], identification=r["identification"],
             attack_calls=a["calls"], rows_purified=a["rows_purified"], rows_intended=a["rows_intended"], rows_ambiguous=a["rows_ambiguous"],

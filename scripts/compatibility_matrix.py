@@ -3,7 +3,7 @@
     python scripts/compatibility_matrix.py [--device cpu|cuda] [--out docs/art-compatibility.md]
 
 Setting: the embedded digits classifier and DDPM (t* = 5, seed 5 in the purifier, attack seed 0), the first 4
-images of the digits test split, every attack at the small sizes of ``art_diffpure.attacks.compatibility.ATTACKS``.
+images of the digits test split, every attack at the small sizes of ``art_diffpure.evaluations.compatibility.ATTACKS``.
 """
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ import warnings
 
 import torch
 
-from art_diffpure.attacks.compatibility import ATTACKS, KNOWN_ART_FAILURES, MODES, run_cell, run_undefended
+from art_diffpure.evaluations.compatibility import ATTACKS, KNOWN_ART_FAILURES, MODES, run_cell, run_undefended
 from art_diffpure.models import digits as embedded
 from art_diffpure.models.data import load_digits_split
 
@@ -88,7 +88,7 @@ def main() -> int:
         "A cell reads *runs* when the attack finished, stayed within its eps-ball and the clip range where it "
         "promises to, every purified row ran under the intended randomness (wrapped: the audit), and, for wrapped "
         "aligned attacks without random starts, a sample's example in a batch equals the one it gets alone "
-        "(max difference 1e-5). `tests/attacks/test_compatibility.py` asserts the same on tiny models (CI runs "
+        "(max difference 1e-5). `tests/evaluations/test_compatibility.py` asserts the same on tiny models (CI runs "
         "`FAST_CELLS`; `pytest -m slow` the rest).",
         "",
         "| attack | undefended (ART alone) | " + " | ".join(MODES) + " | identification (wrapped) |",

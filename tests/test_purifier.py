@@ -11,6 +11,7 @@ from conftest import (
 from art_diffpure import DiffusionPurifier
 from art_diffpure.randomness import aligned_noise, seed_hash, step_seed
 from art_diffpure.samplers import ddpm_step
+from art_diffpure.evaluations.aligned import evaluate_aligned
 
 SAMPLERS = ["ddpm", "reverse", "ddim"]
 # The UNet is not bitwise batch-invariant (different conv/GEMM blockings per batch size).
@@ -475,6 +476,6 @@ def test_cuda_aligned_attack_runs_under_its_randomness(images):
     _, gpu = _cpu_and_gpu("ddpm")
     classifier = art_classifier(tiny_classifier(), gpu, device_type="gpu")
     attack = RandomnessAlignedAttack(classifier, seed=0, eps=0.1, eps_step=0.03, max_iter=3, batch_size=6)
-    report = attack.evaluate(images, np.arange(6) % 10)
+    report = evaluate_aligned(attack, images, np.arange(6) % 10).to_dict()
     assert report["audit"]["attack"]["ok"] and report["audit"]["test"]["ok"]
     assert np.abs(attack.last_x_adv - images).max() <= 0.1 + 1e-6

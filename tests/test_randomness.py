@@ -16,6 +16,7 @@ from art_diffpure import RandomnessAlignedAttack
 from art_diffpure.attacks.autoattack import Fra31AutoAttack
 from art_diffpure.randomness import (AmbiguousRowsError, RandomnessControl, RandomnessEscapeError, eot_seeds,
                                      transfer_test_seed)
+from art_diffpure.evaluations.aligned import evaluate_aligned
 
 MODES = ("aligned", "transfer", "stochastic")
 
@@ -58,7 +59,7 @@ def test_autoattack_instance_runs_every_call_under_the_attack_randomness(images,
     inner = _autoattack(classifier)  # APGD's constructor predicts once, outside any attack, under the seed 5
     calls = _spy(purifier, monkeypatch)
     attack = RandomnessAlignedAttack(classifier, attack=inner, randomness=mode, seed=0, batch_size=4)
-    report = attack.evaluate(x, y)
+    report = evaluate_aligned(attack, x, y).to_dict()
     json.dumps(report)
     audit = report["audit"]["attack"]
     assert audit["ok"] and audit["rows_purified"] == audit["rows_intended"] > 0
@@ -127,7 +128,7 @@ def test_evaluate_refuses_when_an_attack_swallowed_an_escape(images):
             return x
 
     with pytest.raises(RandomnessEscapeError, match="Refusing"):
-        RandomnessAlignedAttack(classifier, attack=Careless(estimator=classifier), batch_size=6).evaluate(images, np.arange(6))
+        evaluate_aligned(RandomnessAlignedAttack(classifier, attack=Careless(estimator=classifier), batch_size=6), images, np.arange(6)).to_dict()
 
 
 def test_rows_are_never_guessed(images):
@@ -152,7 +153,7 @@ def test_duplicated_images_split_the_batch_into_groups_of_distant_samples(images
     x = np.concatenate([images[:3], images[:1]])  # sample 3 duplicates sample 0: different ids, different xi
     attack = RandomnessAlignedAttack(classifier, eps=0.05, eps_step=0.02, max_iter=2, num_random_init=1,
                                      batch_size=4)
-    report = attack.evaluate(x, np.arange(4))
+    report = evaluate_aligned(attack, x, np.arange(4)).to_dict()
     assert "split into 2 groups" in report["identification"] and report["audit"]["attack"]["ok"]
     assert report["audit"]["attack"]["rows_ambiguous"] == 0
     # groups {0, 1, 2} and {3}: each is exactly the attack on that group alone (same ids, same random start)
@@ -212,12 +213,12 @@ def test_autoattack_protocols_run_in_every_mode(images, mode):
     y = RandomnessAlignedAttack(classifier, seed=0).predict_test(x).argmax(1)
     rand = RandomnessAlignedAttack.from_protocol(classifier, "autoattack_rand", eps=0.1, max_iter=2,
                                                  eot_samples=2, randomness=mode, batch_size=3)
-    report = rand.evaluate(x, y)
+    report = evaluate_aligned(rand, x, y).to_dict()
     assert report["config"]["inner_attack"] == "AutoAttack" and report["audit"]["attack"]["ok"]
     assert np.abs(rand.last_x_adv - x).max() <= 0.1 + 1e-6
     standard = RandomnessAlignedAttack.from_protocol(classifier, "autoattack_standard", eps=0.1, max_iter=2,
                                                      randomness=mode, batch_size=3)
-    report = standard.evaluate(x, y)
+    report = evaluate_aligned(standard, x, y).to_dict()
     assert report["config"]["inner_attack"] == "Fra31AutoAttack" and report["audit"]["attack"]["ok"]
     assert np.abs(standard.last_x_adv - x).max() <= 0.1 + 1e-6
 
@@ -270,7 +271,7 @@ def test_targeted_attack_instances_run_under_control(images):
     targets = (RandomnessAlignedAttack(classifier, seed=0).predict_test(images).argmax(1) + 1) % 10
     inner = ProjectedGradientDescent(classifier, eps=0.3, eps_step=0.1, max_iter=5, targeted=True, verbose=False)
     attack = RandomnessAlignedAttack(classifier, attack=inner, targeted=True, batch_size=6)
-    report = attack.evaluate(images, targets)
+    report = evaluate_aligned(attack, images, targets).to_dict()
     assert report["audit"]["attack"]["ok"] and report["identification"] == "batch"
     # success means reaching the target, re-checked under the test randomness
     hit = attack.predict_test(attack.last_x_adv).argmax(1) == targets

@@ -10,9 +10,7 @@ Attacks on a diffusion-purified ART classifier, with the purifier's randomness u
   :mod:`~art_diffpure.attacks.surrogate`: the attacks built for diffusion purification (DiffHammer, DiffAttack,
   surrogate-schedule PGD-EOT), on the purifier's named draws (:mod:`~art_diffpure.attacks.purified`) and the APGD
   rule driven by their own gradients (:mod:`~art_diffpure.attacks.apgd`);
-- :mod:`~art_diffpure.attacks.report`: the evaluation report and :func:`evaluate_repeats` over base seeds;
-- :mod:`~art_diffpure.attacks.inner`: what the wrapper needs to know of an inner attack (its perturbation bound);
-- :mod:`~art_diffpure.attacks.compatibility`: the matrix of ART attacks x randomness modes (imported on demand).
+- :mod:`~art_diffpure.attacks.inner`: what the wrapper needs to know of an inner attack (its perturbation bound).
 """
 from art_diffpure.attacks.autoattack import Fra31AutoAttack, autoattack_rand, autoattack_standard
 from art_diffpure.attacks.diffattack import DiffAttack
@@ -20,9 +18,9 @@ from art_diffpure.attacks.diffhammer import DiffHammer
 from art_diffpure.attacks.inner import perturbation_bound
 from art_diffpure.attacks.protocols import PROTOCOL_ATTACKS, PROTOCOLS, AttackProtocol, rel_step
 from art_diffpure.attacks.randomness_aligned import RANDOMNESS_MODES, RandomnessAlignedAttack
-from art_diffpure.attacks.report import evaluate_repeats
 from art_diffpure.attacks.surrogate import SurrogatePGDEOT
 
 __all__ = ["PROTOCOLS", "PROTOCOL_ATTACKS", "RANDOMNESS_MODES", "AttackProtocol", "DiffAttack", "DiffHammer",
-           "Fra31AutoAttack", "RandomnessAlignedAttack", "SurrogatePGDEOT", "autoattack_rand", "autoattack_standard", "evaluate_repeats",
+           "Fra31AutoAttack", "RandomnessAlignedAttack",
+           "SurrogatePGDEOT", "autoattack_rand", "autoattack_standard",
            "perturbation_bound", "rel_step"]

@@ -35,14 +35,13 @@ from art.estimators.classification.pytorch import PyTorchClassifier
 from art.estimators.estimator import BaseEstimator
 from tqdm.auto import tqdm
 
-from art_diffpure._utils import index_labels, one_hot
+from art_diffpure._utils import as_sample_ids, one_hot
 from art_diffpure.attacks.batching import looped_eot, sample_groups
 from art_diffpure.attacks.inner import attack_params_jsonable, check_inner, perturbation_bound
 from art_diffpure.attacks.protocols import AttackProtocol, get_protocol, protocol_attack, protocol_kwargs
-from art_diffpure.attacks.report import evaluation_report
 from art_diffpure.purifier import find_purifier
 from art_diffpure.randomness import (EOT_SEED_STRIDE, SEED_LIMIT, TRANSFER_SEED_OFFSET, RandomnessAudit,
-                                     RandomnessControl, RandomnessEscapeError, eot_seeds, numpy_seeded,
+                                     RandomnessControl, eot_seeds, numpy_seeded,
                                      numpy_start_seed, transfer_test_seed)
 
 logger = logging.getLogger(__name__)
@@ -164,7 +163,7 @@ class RandomnessAlignedAttack(EvasionAttack):
         self.last_generation: dict[str, Any] | None = None
         self.last_audit: RandomnessAudit | None = None  # rows of the last generate / loss_gradient
         self.last_test_audit: RandomnessAudit | None = None  # rows of the last predict_test
-        self.last_x_adv: np.ndarray | None = None  # the adversarial examples of the last evaluate()
+        self.last_x_adv: np.ndarray | None = None  # set by evaluations.aligned.evaluate_aligned
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -175,7 +174,7 @@ class RandomnessAlignedAttack(EvasionAttack):
         :class:`~art_diffpure.attacks.protocols.AttackProtocol`), e.g.
         ``RandomnessAlignedAttack.from_protocol(classifier, "paper_cifar10", batch_size=8)``. ``overrides`` are
         constructor arguments (protocol fields ``eps``, ``max_iter``, ``rel_step``, ... are accepted too).
-        The base seed is the protocol's first; :func:`~art_diffpure.attacks.report.evaluate_repeats` runs all.
+        The base seed is the protocol's first; :func:`~art_diffpure.evaluations.aligned.evaluate_repeats` runs all.
         """
         fields = {k: overrides.pop(k) for k in list(overrides) if k in AttackProtocol.__dataclass_fields__}
         protocol = get_protocol(protocol, **fields)
@@ -213,12 +212,9 @@ class RandomnessAlignedAttack(EvasionAttack):
         return check_inner(inner, self.purifier)
 
     # ------------------------------------------------------------------ seeds
-    def _ids(self, n: int, sample_ids: Any = None) -> np.ndarray:
-        ids = self.sample_ids if sample_ids is None else sample_ids
-        ids = np.arange(n, dtype=np.int64) if ids is None else np.asarray(ids, dtype=np.int64).reshape(-1)
-        if len(ids) != n:
-            raise ValueError(f"Got {len(ids)} sample_ids for {n} samples")
-        return ids
+    def ids_for(self, n: int, sample_ids: Any = None) -> np.ndarray:
+        """The ids of ``n`` samples: ``sample_ids``, else the constructor's, else ``arange(n)``."""
+        return as_sample_ids(self.sample_ids if sample_ids is None else sample_ids, n)
 
     def attack_seeds(self) -> list[int] | None:
         """Base seeds of the K attack configurations (``None`` in ``"stochastic"`` mode)."""
@@ -255,7 +251,7 @@ class RandomnessAlignedAttack(EvasionAttack):
             under which randomness every purified row ran.
         """
         x = np.asarray(x)
-        ids = self._ids(len(x), kwargs.get("sample_ids"))
+        ids = self.ids_for(len(x), kwargs.get("sample_ids"))
         if self.eot_samples > 1 and not self.eot_batched and self.inner.estimator is not self.estimator:
             raise ValueError(f"eot_batched=False needs an inner attack that uses the estimator it is given; "
                              f"{type(self.inner).__name__} rebuilds it: use eot_batched=True")
@@ -288,7 +284,7 @@ class RandomnessAlignedAttack(EvasionAttack):
     def predict_test(self, x: np.ndarray, sample_ids: Any = None) -> np.ndarray:
         """Classifier outputs under the TEST randomness of this attack (per-sample base seed and ids)."""
         x = np.asarray(x)
-        ids = self._ids(len(x), sample_ids)
+        ids = self.ids_for(len(x), sample_ids)
         test_seed = self.test_seed()
         # ART's predict purifies all rows in one call, in order: rows are identified by position.
         control = RandomnessControl(None if test_seed is None else [test_seed], positional=True)
@@ -304,7 +300,7 @@ class RandomnessAlignedAttack(EvasionAttack):
         or looped according to ``eot_batched``), for analysis and tests. ``y`` as in :meth:`generate`.
         """
         x = np.asarray(x)
-        ids = self._ids(len(x), sample_ids)
+        ids = self.ids_for(len(x), sample_ids)
         control = self._control(positional=True)
         control.set_batch(x, ids)
         with self.purifier.controlled(control), self._eot_loop(control):
@@ -312,7 +308,7 @@ class RandomnessAlignedAttack(EvasionAttack):
         self.last_audit = control.audit
         return grad
 
-    # ------------------------------------------------------------------ evaluation
+    # ------------------------------------------------------------------ configuration
     def config(self) -> dict[str, Any]:
         """JSON-serialisable configuration of this attack."""
         return {
@@ -329,44 +325,6 @@ class RandomnessAlignedAttack(EvasionAttack):
             "purifier": attack_params_jsonable(self.purifier, ("t_star", "sampler", "gradient", "forward_noising")),
             "protocol": None if self.protocol is None else self.protocol.to_dict(),
         }
-
-    def evaluate(self, x: np.ndarray, y: np.ndarray, sample_ids: Any = None) -> dict[str, Any]:
-        """
-        Attack ``x`` and test the result under the test randomness.
-
-        :param x: clean samples.
-        :param y: true labels (indices or one-hot); for a targeted attack, ``y`` are the targets and success
-            means reaching them (accuracies are then against the targets too).
-        :param sample_ids: per-sample ids (default: the constructor's, else ``arange(n)``).
-        :return: a JSON-serialisable report: ``clean_accuracy``, ``robust_accuracy`` (both under the test
-            randomness), ``n``, per-sample ``clean_correct``, ``adv_correct``, ``success``, ``clean_pred``,
-            ``adv_pred``, ``sample_ids``, ``attack_seeds`` and ``test_seeds`` (per sample; lists of the K
-            configurations, ``None`` when fresh), ``config``, ``audit`` (rows purified / under the intended
-            randomness / ambiguous / uncontrolled, for the attack and for the test), ``identification``,
-            ``wall_time_s`` and ``time_per_step_s``. The adversarial examples are kept in ``last_x_adv``.
-        :raises RandomnessEscapeError: when any row ran under randomness other than the intended one.
-        """
-        x = np.asarray(x)
-        labels = index_labels(y, self.estimator.nb_classes)
-        ids = self._ids(len(x), sample_ids)
-        t0 = time.perf_counter()
-        x_adv = self.generate(x, labels, sample_ids=ids)
-        t_attack = time.perf_counter() - t0
-        audit = RandomnessAudit()
-        audit.add(self.last_audit)
-        test_audit = RandomnessAudit()
-        clean_pred = self.predict_test(x, ids).argmax(axis=1)
-        test_audit.add(self.last_test_audit)
-        adv_pred = self.predict_test(x_adv, ids).argmax(axis=1)
-        test_audit.add(self.last_test_audit)
-        if not (audit.ok and test_audit.ok):
-            raise RandomnessEscapeError(
-                f"Refusing to report a robust accuracy: rows ran under unintended randomness (attack audit "
-                f"{audit.to_dict()}, test audit {test_audit.to_dict()})")
-        self.last_x_adv = x_adv
-        return evaluation_report(self, x, x_adv, labels, ids, clean_pred, adv_pred,
-                                 audits={"attack": audit, "test": test_audit},
-                                 times={"start": t0, "attack": t_attack})
 
     def _check_params(self) -> None:
         if self.randomness not in RANDOMNESS_MODES:

@@ -1,6 +1,10 @@
 """
 Evaluations of a (purified) ART classifier, built on the attacks: what the numbers mean and whether to trust them.
 
+- :mod:`~art_diffpure.evaluations.aligned`: ``evaluate_aligned`` (attack with a
+  :class:`~art_diffpure.RandomnessAlignedAttack`, test under its test randomness, refuse a number when a purified
+  row escaped it) and ``evaluate_repeats`` over base seeds; both build the one result type,
+  :class:`~art_diffpure.evaluations.result.EvaluationResult`;
 - :mod:`~art_diffpure.evaluations.pgd`: one reproducible attack-and-test run (``run_pgd``), randomness-aligned
   when the classifier holds a :class:`~art_diffpure.DiffusionPurifier`;
 - :mod:`~art_diffpure.evaluations.robustness_curve`: robust accuracy against eps per randomness mode, beside the
@@ -11,11 +15,13 @@ Evaluations of a (purified) ART classifier, built on the attacks: what the numbe
 - :mod:`~art_diffpure.evaluations.statistics`: intervals over images, paired tests, seed-to-seed spreads;
 - :mod:`~art_diffpure.evaluations.comparisons` and :mod:`~art_diffpure.evaluations.laws`: the accuracies and
   paired comparisons of a results dict, and the verdicts on the paper's laws C1..C7;
+- :mod:`~art_diffpure.evaluations.compatibility`: the matrix of ART attacks x randomness modes (imported on demand);
 - :mod:`art_diffpure.evaluations.distributed`: ``torch.distributed`` sharding by sample id (not imported here,
   so that ``python -m art_diffpure.evaluations.distributed`` runs it cleanly).
 
 Nothing here prints or writes files: every function returns a result object or plain dict.
 """
+from art_diffpure.evaluations.aligned import evaluate_aligned, evaluate_repeats
 from art_diffpure.evaluations.gradient_masking import (
     DiagnosticCheck,
     DiagnosticsResult,
@@ -24,15 +30,19 @@ from art_diffpure.evaluations.gradient_masking import (
     gradient_masking_diagnostics,
 )
 from art_diffpure.evaluations.pgd import as_classifier, run_pgd, undefended
+from art_diffpure.evaluations.result import EvaluationResult
 from art_diffpure.evaluations.robustness_curve import RobustnessCurve, plot_robustness_curve, robustness_curve
 
 __all__ = [
     "DiagnosticCheck",
     "DiagnosticsResult",
+    "EvaluationResult",
     "MaskingCheck",
     "RobustnessCurve",
     "as_classifier",
     "diagnostics_table",
+    "evaluate_aligned",
+    "evaluate_repeats",
     "gradient_masking_diagnostics",
     "plot_robustness_curve",
     "robustness_curve",

@@ -5,7 +5,7 @@ Every rank attacks a contiguous shard of the samples with their GLOBAL sample id
 sample ``i`` (purifier noise ``hash(s, i, step)`` and the PGD random start) is the same whichever rank runs
 it; the per-sample results are gathered with ``all_gather_object`` and every rank returns the merged report.
 Without an initialised process group (or with one process) it is a plain
-:meth:`RandomnessAlignedAttack.evaluate <art_diffpure.RandomnessAlignedAttack.evaluate>`.
+:func:`~art_diffpure.evaluations.aligned.evaluate_aligned`.
 
 Launch (one process per GPU, or several CPU processes with the gloo backend)::
 
@@ -27,13 +27,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-__all__ = ["PER_SAMPLE_KEYS", "bind_local_gpu", "main", "merge_reports", "rank_and_world", "shard_indices",
+__all__ = ["bind_local_gpu", "main", "rank_and_world", "shard_indices",
            "sharded_evaluate"]
-
-#: per-sample list entries of an evaluate() report, merged in global sample order
-PER_SAMPLE_KEYS = ("clean_correct", "adv_correct", "success", "clean_pred", "adv_pred", "labels", "sample_ids",
-                   "attack_seeds", "test_seeds")
-
 
 def _dist():
     import torch.distributed as dist
@@ -66,49 +61,6 @@ def shard_indices(n: int, rank: int, world_size: int, block: int = 1) -> np.ndar
     return np.arange(first * block, min((first + count) * block, n), dtype=np.int64)
 
 
-def merge_reports(parts: Sequence[tuple[np.ndarray, dict[str, Any] | None]], n: int) -> dict[str, Any]:
-    """Merge per-shard evaluate() reports ``(global positions, report)`` into one report over ``n`` samples."""
-    merged: dict[str, Any] = {}
-    filled = np.zeros(n, dtype=bool)
-    lists: dict[str, list] = {k: [None] * n for k in PER_SAMPLE_KEYS}
-    config = None
-    walls, attacks, steps_times = [], [], []
-    max_pert = 0.0
-    for positions, report in parts:
-        if report is None or len(positions) == 0:
-            continue
-        for j, pos in enumerate(np.asarray(positions).tolist()):
-            filled[pos] = True
-            for k in PER_SAMPLE_KEYS:
-                if k in report:
-                    lists[k][pos] = report[k][j]
-        config = config or report.get("config")
-        walls.append(report.get("wall_time_s", 0.0))
-        attacks.append(report.get("attack_time_s", 0.0))
-        if report.get("time_per_step_s") is not None:
-            steps_times.append(report["time_per_step_s"])
-        max_pert = max(max_pert, report.get("max_perturbation_linf", 0.0))
-    if not filled.all():
-        raise RuntimeError(f"samples {np.flatnonzero(~filled).tolist()} were evaluated by no rank")
-    clean = np.asarray(lists["clean_correct"], dtype=bool)
-    adv = np.asarray(lists["adv_correct"], dtype=bool)
-    success = np.asarray(lists["success"], dtype=bool)
-    targeted = bool(config and config.get("inner_params", {}).get("targeted", False))
-    merged.update(
-        n=int(n),
-        clean_accuracy=float(clean.mean()) if n else 0.0,
-        robust_accuracy=(float((~adv).mean()) if targeted else float(adv.mean())) if n else 0.0,
-        attack_success_rate=float(success.mean()) if n else 0.0,
-        **lists,
-        max_perturbation_linf=max_pert,
-        config=config,
-        wall_time_s=max(walls) if walls else 0.0,
-        attack_time_s=max(attacks) if attacks else 0.0,
-        time_per_step_s=float(np.mean(steps_times)) if steps_times else None,
-    )
-    return merged
-
-
 def sharded_evaluate(
     attack_or_factory: Any | Callable[[], Any],
     x: np.ndarray,
@@ -118,7 +70,7 @@ def sharded_evaluate(
     return_x_adv: bool = False,
 ) -> dict[str, Any]:
     """
-    :meth:`RandomnessAlignedAttack.evaluate` over all of ``x``, this rank doing its :func:`shard_indices` share.
+    :func:`~art_diffpure.evaluations.aligned.evaluate_aligned` over all of ``x``, this rank doing its :func:`shard_indices` share.
 
     :param attack_or_factory: a ``RandomnessAlignedAttack`` or a callable ``() -> RandomnessAlignedAttack``
         (called on every rank, e.g. to put the models on this rank's GPU).
@@ -132,6 +84,8 @@ def sharded_evaluate(
         ``"world_size"``, ``"shards"`` (``[first, stop)`` per rank); ``wall_time_s`` is the slowest rank's.
     """
     from art_diffpure.attacks.randomness_aligned import RandomnessAlignedAttack
+    from art_diffpure.evaluations.aligned import evaluate_aligned
+    from art_diffpure.evaluations.result import EvaluationResult
 
     if not isinstance(attack_or_factory, RandomnessAlignedAttack) and "LOCAL_RANK" in os.environ:
         import torch
@@ -153,7 +107,7 @@ def sharded_evaluate(
     positions = shard_indices(n, rank, world, block)
     report, x_adv = None, None
     if len(positions):
-        report = attack.evaluate(x[positions], y[positions], sample_ids=ids[positions])
+        report = evaluate_aligned(attack, x[positions], y[positions], sample_ids=ids[positions])
         x_adv = attack.last_x_adv if return_x_adv else None
     local = (positions, report, x_adv)
     if world > 1:
@@ -161,7 +115,7 @@ def sharded_evaluate(
         _dist().all_gather_object(gathered, local)
     else:
         gathered = [local]
-    merged = merge_reports([(p, r) for p, r, _ in gathered], n)
+    merged = EvaluationResult.merge([(p, r) for p, r, _ in gathered], n).to_dict()
     merged["world_size"] = world
     merged["shards"] = [[int(p[0]), int(p[-1]) + 1] if len(p) else [] for p, _, _ in gathered]
     merged["total_wall_time_s"] = time.perf_counter() - t0

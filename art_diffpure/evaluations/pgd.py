@@ -20,6 +20,8 @@ import numpy as np
 from art_diffpure._utils import index_labels, one_hot
 from art_diffpure.attacks.protocols import rel_step as protocol_rel_step
 from art_diffpure.attacks.randomness_aligned import RandomnessAlignedAttack
+from art_diffpure.evaluations.aligned import evaluate_aligned
+from art_diffpure.evaluations.result import EvaluationResult
 from art_diffpure.models.classifier import art_classifier
 from art_diffpure.purifier import find_purifier
 from art_diffpure.randomness import numpy_seeded
@@ -77,13 +79,13 @@ def undefended(classifier: "PyTorchClassifier") -> "PyTorchClassifier":
 
 
 def _plain_attack(classifier: "PyTorchClassifier", attack: Any, x: np.ndarray, labels: np.ndarray,
-                  batch_size: int) -> dict[str, Any]:
-    """Attack a classifier without a purifier and test it: per-sample correctness."""
+                  batch_size: int) -> EvaluationResult:
+    """Attack a classifier without a purifier and test it."""
     x_adv = attack.generate(x, one_hot(labels, classifier.nb_classes))
-    clean = classifier.predict(x, batch_size=batch_size).argmax(axis=1) == labels
-    adv = classifier.predict(x_adv, batch_size=batch_size).argmax(axis=1) == labels
-    return {"robust_accuracy": float(adv.mean()), "clean_accuracy": float(clean.mean()), "success": (~adv).tolist(),
-            "adv_correct": adv.tolist(), "clean_correct": clean.tolist()}
+    clean = classifier.predict(x, batch_size=batch_size).argmax(axis=1)
+    adv = classifier.predict(x_adv, batch_size=batch_size).argmax(axis=1)
+    return EvaluationResult(labels=labels, clean_pred=clean, adv_pred=adv, sample_ids=np.arange(len(x)),
+                            max_perturbation_linf=float(np.abs(x_adv - x).max()) if len(x) else 0.0)
 
 
 def run_pgd(classifier: "PyTorchClassifier", x: np.ndarray, y: np.ndarray, eps: float, mode: str = "aligned", *,
@@ -114,9 +116,7 @@ def run_pgd(classifier: "PyTorchClassifier", x: np.ndarray, y: np.ndarray, eps: 
                 classifier, attack=attack_factory, randomness=randomness, seed=seed,
                 eot_samples=eot_samples if mode == "eot" else 1, eps=eps, eps_step=eps_step,
                 max_iter=int(max_iter), num_random_init=int(num_random_init), batch_size=int(batch_size))
-            report = attack.evaluate(x, labels)
-            return {k: report[k] for k in ("robust_accuracy", "clean_accuracy", "success", "adv_correct",
-                                           "clean_correct")}
+            result = evaluate_aligned(attack, x, labels)
         if attack_factory is None:
             from art.attacks.evasion import ProjectedGradientDescent
 
@@ -124,4 +124,6 @@ def run_pgd(classifier: "PyTorchClassifier", x: np.ndarray, y: np.ndarray, eps: 
                                               num_random_init=num_random_init, batch_size=batch_size, verbose=False)
         else:
             attack = attack_factory(classifier)
-        return _plain_attack(classifier, attack, x, labels, batch_size)
+        result = _plain_attack(classifier, attack, x, labels, batch_size)
+    report = result.to_dict()
+    return {k: report[k] for k in ("robust_accuracy", "clean_accuracy", "success", "adv_correct", "clean_correct")}

@@ -116,7 +116,7 @@ def _purification_attack(name: str) -> Callable:
     return build
 
 
-#: The attacks of the compatibility matrix (:mod:`art_diffpure.attacks.compatibility`) that a command line can
+#: The attacks of the compatibility matrix (:mod:`art_diffpure.evaluations.compatibility`) that a command line can
 #: configure with eps / norm / iterations / step / restarts / EOT.
 ATTACKS: dict[str, CliAttack] = {a.name: a for a in [
     CliAttack("pgd", "ART ProjectedGradientDescent (random start, projected steps)",
@@ -364,6 +364,7 @@ def run_unit(unit: Unit, plan: Plan, classifier: "PyTorchClassifier", x: np.ndar
     (no wall times: they go to ``timings.json``).
     """
     from art_diffpure.attacks.randomness_aligned import RandomnessAlignedAttack
+    from art_diffpure.evaluations.aligned import evaluate_aligned
     from art_diffpure.evaluations.draws import evaluate_draws
     from art_diffpure.purifier import find_purifier
     from art_diffpure.randomness import seed_hash
@@ -378,7 +379,7 @@ def run_unit(unit: Unit, plan: Plan, classifier: "PyTorchClassifier", x: np.ndar
     attack = RandomnessAlignedAttack(
         classifier, attack=lambda c: plan.attack.build(c, o, unit.seed, batch_size), randomness=unit.mode,
         eot_samples=1 if plan.attack.own_draws else o["eot"], seed=unit.seed, batch_size=batch_size, verbose=False)
-    report = attack.evaluate(xb, yb, sample_ids=ids)
+    report = evaluate_aligned(attack, xb, yb, sample_ids=ids).to_dict()
     x_adv = attack.last_x_adv
     delta = (x_adv.astype(np.float64) - xb).reshape(len(xb), -1)
     draws = None  # named per-sample test draws: the same draw whatever the batch or shard

@@ -13,8 +13,9 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from art_diffpure.evaluations import statistics
+from art_diffpure.evaluations.result import EvaluationResult
 from art_diffpure.reproduce.jobs import (
-    _head, _jobs, _numpy_seed, _predict, _reused_attack, _run_attack, _run_jobs, _sweep_configs, _Timer,
+    _jobs, _numpy_seed, _predict, _reused_attack, _run_attack, _run_jobs, _sweep_configs, _Timer,
 )
 from art_diffpure.reproduce.presets import REPEATED_DRAW_GENERATOR_SEED, REPEATED_DRAWS, Setting, _nb_classes, rel_step
 
@@ -213,8 +214,9 @@ def _sweep_results(setting: Setting, done: dict[str, Any]) -> dict[tuple[str, in
     n = min(s.sweep_images, s.n_images)
     out: dict[tuple[str, int], dict[str, Any]] = {}
     for sampler, t in _sweep_configs(setting):
-        reports = [_head(done[_reused_attack(setting, sampler, t, seed)
-                              or f"sweep {sampler} t*={t} seed {seed} attack"][0], n) for seed in s.sweep_seed_list()]
+        reports = [EvaluationResult.from_dict(done[_reused_attack(setting, sampler, t, seed)
+                                                   or f"sweep {sampler} t*={t} seed {seed} attack"][0]).head(n).to_dict()
+                   for seed in s.sweep_seed_list()]
         rate = done[f"sweep {sampler} t*={t} compression"]
         robust = [r["robust_accuracy"] for r in reports]
         clean = [r["clean_accuracy"] for r in reports]

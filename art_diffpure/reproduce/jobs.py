@@ -79,9 +79,11 @@ def _run_attack(setting: Setting, purifier, randomness: str, seed: int, x, y, eo
     attack = _attack(setting, purifier, randomness, seed, eot, eps, max_iter)
     if randomness == "stochastic":
         purifier.reseed_fresh(seed)
+    from art_diffpure.evaluations.aligned import evaluate_aligned
+
     with _numpy_seed(seed):
-        result = attack.evaluate(x, y)
-    return result, attack.last_x_adv
+        result = evaluate_aligned(attack, x, y)
+    return result.to_dict(), attack.last_x_adv
 
 
 def _predict(setting: Setting, purifier, x, seed, ids=None) -> np.ndarray:
@@ -92,19 +94,6 @@ def _predict(setting: Setting, purifier, x, seed, ids=None) -> np.ndarray:
     with torch.no_grad():
         logits = setting.model(torch.tensor(purified, device=setting.device))
     return logits.argmax(1).cpu().numpy()
-
-
-def _head(report: dict[str, Any], n: int) -> dict[str, Any]:
-    """An evaluate() report restricted to its first ``n`` images (per-image lists cut, accuracies recomputed)."""
-    if report["n"] == n:
-        return report
-    out = {k: (v[:n] if isinstance(v, list) and len(v) == report["n"] else v) for k, v in report.items()}
-    out["n"] = n
-    out["robust_accuracy"] = float(np.mean(out["adv_correct"]))
-    out["clean_accuracy"] = float(np.mean(out["clean_correct"]))
-    out["attack_success_rate"] = float(np.mean(out["success"]))
-    out["subset_of"] = f"the first {n} of {report['n']} images of the same attack"
-    return out
 
 
 # ---------------------------------------------------------------------------------------------- the job list

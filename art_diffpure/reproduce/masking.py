@@ -23,6 +23,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from art_diffpure.evaluations import gradient_masking as gm
+from art_diffpure.evaluations.aligned import evaluate_aligned
 from art_diffpure.evaluations.pgd import run_pgd, undefended
 from art_diffpure.randomness import numpy_seeded as seeded_numpy
 from art_diffpure.reproduce.store import atomic_write, claimed, fingerprint
@@ -92,12 +93,12 @@ def run_attack(name: str, kw: dict[str, Any], make: Callable[[str], Any], x: np.
                                                        batch_size=batch_size)
         find_purifier(classifier, required=True).reseed_fresh(first_image)
         with seeded_numpy(first_image):
-            report = attack.evaluate(x, y)
+            report = evaluate_aligned(attack, x, y).to_dict()
         return {k: report[k] for k in ("robust_accuracy", "success", "adv_correct")}
     if name == "apgd_ce_dlr":
         attack = RandomnessAlignedAttack.from_protocol(classifier, "autoattack_rand", eps=eps, max_iter=kw["max_iter"],
                                                        eot_samples=1, randomness="aligned", batch_size=batch_size)
-        report = attack.evaluate(x, y)
+        report = evaluate_aligned(attack, x, y).to_dict()
         return {k: report[k] for k in ("robust_accuracy", "success", "adv_correct")}
     return run_pgd(classifier, x, y, eps, "aligned", max_iter=kw["max_iter"],
                    num_random_init=int(kw.get("restarts", 1)), **common)

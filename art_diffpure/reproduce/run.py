@@ -30,7 +30,7 @@ def _strip_timings(obj: Any, path: str, sink: dict) -> Any:
     if isinstance(obj, dict):
         out = {}
         for k, v in obj.items():
-            if isinstance(k, str) and (k.endswith("time_s") or k == "time_per_step_s"):
+            if isinstance(k, str) and (k.endswith("time_s") or k.startswith("time_per_")):
                 sink[f"{path}.{k}"] = v
             else:
                 out[k] = _strip_timings(v, f"{path}.{k}", sink)

@@ -17,6 +17,7 @@ from art_diffpure.evaluations.draws import evaluate_draws
 from art_diffpure.randomness import (ATTACK_DRAW_OFFSET, EVALUATION_DRAW_OFFSET, attack_draw_seeds,
                                      evaluation_draw_seeds, transfer_test_seed)
 from conftest import art_classifier, make_purifier, tiny_classifier, tiny_scheduler, tiny_unet
+from art_diffpure.evaluations.aligned import evaluate_aligned
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -179,7 +180,7 @@ def test_attack_directly_is_bounded_and_reproducible(name, x8):
 def test_attack_inside_randomness_aligned_attack_has_zero_audit_escapes(name, randomness, x8):
     classifier = art_classifier(tiny_classifier(), make_purifier(t_star=4, seed=None))
     wrapper = RandomnessAlignedAttack(classifier, attack=ATTACKS[name], randomness=randomness, batch_size=2)
-    report = wrapper.evaluate(x8, np.array([2, 5]), sample_ids=[10, 11])
+    report = evaluate_aligned(wrapper, x8, np.array([2, 5]), sample_ids=[10, 11]).to_dict()
     for audit in (report["audit"]["attack"], report["audit"]["test"]):
         assert audit["rows_uncontrolled"] == 0 and audit["rows_ambiguous"] == 0
         assert audit["rows_intended"] == audit["rows_purified"] > 0

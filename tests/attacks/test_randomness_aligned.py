@@ -11,7 +11,7 @@ import torch
 from conftest import art_classifier, make_purifier, tiny_classifier
 
 from art_diffpure.attacks.randomness_aligned import RandomnessAlignedAttack
-from art_diffpure.attacks.report import evaluate_repeats
+from art_diffpure.evaluations.aligned import evaluate_aligned, evaluate_repeats
 from art_diffpure.metrics.correlation import gradient_correlation, perturbation_correlation
 from art_diffpure.randomness import EOT_SEED_STRIDE, RandomnessControl, eot_seeds, transfer_test_seed
 
@@ -42,7 +42,7 @@ def test_aligned_report_is_reproduced_by_repurifying(images):
     attack = RandomnessAlignedAttack(classifier, seed=3, eps=0.1, eps_step=0.03, max_iter=3, batch_size=4,
                                      sample_ids=ids)
     y = attack.predict_test(images).argmax(1)  # clean-correct under the test randomness
-    report = attack.evaluate(images, y)
+    report = evaluate_aligned(attack, images, y).to_dict()
     json.dumps(report)
     assert report["clean_accuracy"] == 1.0
     assert report["sample_ids"] == ids.tolist()
@@ -95,7 +95,7 @@ def test_transfer_mode_tests_under_different_seeds(images):
     classifier, purifier = _setup()
     attack = RandomnessAlignedAttack(classifier, randomness="transfer", seed=4, eps=0.1, eps_step=0.03,
                                      max_iter=2, eot_samples=2, batch_size=6)
-    report = attack.evaluate(images, _labels(6))
+    report = evaluate_aligned(attack, images, _labels(6)).to_dict()
     assert report["test_seeds"] == [transfer_test_seed(4)] * 6
     for attack_seeds, test_seed in zip(report["attack_seeds"], report["test_seeds"]):
         assert attack_seeds == [4, 4 + EOT_SEED_STRIDE] and test_seed not in attack_seeds
@@ -151,14 +151,14 @@ def test_square_and_apgd_end_to_end(images):
     square = RandomnessAlignedAttack(
         classifier, attack=lambda est: SquareAttack(est, norm=np.inf, eps=0.1, max_iter=5, nb_restarts=1),
         batch_size=6)
-    report = square.evaluate(images, y)
+    report = evaluate_aligned(square, images, y).to_dict()
     assert report["config"]["inner_attack"] == "SquareAttack"
     assert np.abs(square.last_x_adv - images).max() <= 0.1 + 1e-6
     apgd = RandomnessAlignedAttack(
         classifier, attack=lambda est: AutoProjectedGradientDescent(est, norm=np.inf, eps=0.1, eps_step=0.03,
                                                                     max_iter=3, nb_random_init=1),
         eot_samples=2, batch_size=4)
-    report = apgd.evaluate(images, y)
+    report = evaluate_aligned(apgd, images, y).to_dict()
     assert report["config"]["inner_attack"] == "AutoProjectedGradientDescent"
     assert np.abs(apgd.last_x_adv - images).max() <= 0.1 + 1e-6
 
@@ -250,10 +250,10 @@ def test_aligned_is_no_weaker_than_stochastic():
     purifier.reseed_fresh(1234)  # stochastic mode: a reproducible sequence of fresh draws
     common = dict(eps=MEASUREMENT["eps"], eps_step=MEASUREMENT["eps_step"], max_iter=MEASUREMENT["max_iter"],
                   num_random_init=0, seed=0, batch_size=MEASUREMENT["n"])
-    aligned = RandomnessAlignedAttack(classifier, randomness="aligned", **common).evaluate(x, y)
-    stochastic = RandomnessAlignedAttack(classifier, randomness="stochastic", **common).evaluate(x, y)
+    aligned = evaluate_aligned(RandomnessAlignedAttack(classifier, randomness="aligned", **common), x, y).to_dict()
+    stochastic = evaluate_aligned(RandomnessAlignedAttack(classifier, randomness="stochastic", **common), x, y).to_dict()
     print(f"[{source}] clean {aligned['clean_accuracy']:.3f} aligned {aligned['robust_accuracy']:.3f} "
-          f"stochastic {stochastic['robust_accuracy']:.3f} ({aligned['time_per_step_s']:.2f} s/step)")
+          f"stochastic {stochastic['robust_accuracy']:.3f} ({aligned['time_per_iteration_s']:.2f} s per iteration)")
     assert source == "embedded"
     assert aligned["clean_accuracy"] > 0.5
     assert 0.0 < stochastic["robust_accuracy"]  # the defence is partly robust under the usual evaluation

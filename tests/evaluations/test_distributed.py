@@ -13,7 +13,8 @@ import torch
 
 from conftest import requires_gpus
 
-from art_diffpure.evaluations.distributed import merge_reports, rank_and_world, shard_indices, sharded_evaluate
+from art_diffpure.evaluations.aligned import evaluate_aligned
+from art_diffpure.evaluations.distributed import rank_and_world, shard_indices, sharded_evaluate
 
 N, T_STAR, STEPS, BATCH = 6, 4, 3, 2
 
@@ -68,23 +69,11 @@ def test_single_process_is_plain_evaluate():
     attack, x, y = _setup()
     merged = sharded_evaluate(attack, x, y, return_x_adv=True)
     attack2, _, _ = _setup()
-    plain = attack2.evaluate(x, y)
+    plain = evaluate_aligned(attack2, x, y).to_dict()
     for key in ("clean_accuracy", "robust_accuracy", "adv_pred", "clean_pred", "success", "sample_ids"):
         assert merged[key] == plain[key]
     np.testing.assert_array_equal(merged["x_adv"], attack2.last_x_adv)
     assert merged["world_size"] == 1 and merged["shards"] == [[0, N]]
-
-
-def test_merge_reports_orders_by_position():
-    def rep(preds):
-        k = len(preds)
-        return {"clean_correct": [True] * k, "adv_correct": [p == 0 for p in preds], "success": [p != 0 for p in preds],
-                "adv_pred": preds, "config": {}, "wall_time_s": 1.0, "attack_time_s": 1.0}
-    merged = merge_reports([(np.array([2, 3]), rep([0, 1])), (np.array([0, 1]), rep([5, 0]))], 4)
-    assert merged["adv_pred"] == [5, 0, 0, 1]
-    assert merged["robust_accuracy"] == 0.5 and merged["clean_accuracy"] == 1.0
-    with pytest.raises(RuntimeError):
-        merge_reports([(np.array([0]), rep([0]))], 2)
 
 
 def test_two_gloo_processes_match_one(tmp_path):
@@ -97,7 +86,7 @@ def test_two_gloo_processes_match_one(tmp_path):
     with open(f"{out}.1", "rb") as f:
         r1 = pickle.load(f)
     attack, x, y = _setup()
-    single = attack.evaluate(x, y, sample_ids=np.arange(100, 100 + N))
+    single = evaluate_aligned(attack, x, y, sample_ids=np.arange(100, 100 + N)).to_dict()
     assert r0["world_size"] == 2 and r0["shards"] == [[0, 4], [4, 6]]
     for key in ("clean_pred", "adv_pred", "success", "sample_ids", "clean_accuracy", "robust_accuracy"):
         assert r0[key] == single[key], key
@@ -192,8 +181,8 @@ def test_two_nccl_ranks_match_one_gpu_process(tmp_path):
     y = np.arange(N) % 10
     classifier = art_classifier(tiny_classifier(), make_purifier(t_star=T_STAR, seed=0, batch_size=8,
                                                                 device_type="gpu"), device_type="gpu")
-    single = RandomnessAlignedAttack(classifier, seed=3, eps=0.1, eps_step=0.03, max_iter=STEPS,
-                                     batch_size=BATCH).evaluate(x, y, sample_ids=np.arange(100, 100 + N))
+    single = evaluate_aligned(RandomnessAlignedAttack(classifier, seed=3, eps=0.1, eps_step=0.03, max_iter=STEPS,
+                                     batch_size=BATCH), x, y, sample_ids=np.arange(100, 100 + N)).to_dict()
     assert reports[0]["world_size"] == 2
     for key in ("clean_pred", "adv_pred", "sample_ids"):
         assert reports[0][key] == single[key] == reports[1][key], key

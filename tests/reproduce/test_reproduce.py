@@ -369,6 +369,7 @@ def test_imagenet_experiments_and_report_run_on_tiny_models(tmp_path):
     from conftest import make_purifier, tiny_classifier
 
     from art_diffpure import reproduce as rep
+    from art_diffpure.evaluations.result import EvaluationResult
     from art_diffpure.reproduce import jobs
 
     sizes = rep.Sizes(n_images=4, seeds=(0,), max_iter=2, eot_samples=2, eot_images=2, t_sweep=(), sweep_images=0,
@@ -396,6 +397,7 @@ def test_first_rows_of_an_aligned_attack_are_the_attack_on_those_rows():
     import numpy as np
 
     from art_diffpure import reproduce as rep
+    from art_diffpure.evaluations.result import EvaluationResult
     from art_diffpure.reproduce import jobs
 
     setting = rep.digits_setting(quick=True, device="cpu", n_images=12, seeds=None, verbose=False)
@@ -404,7 +406,7 @@ def test_first_rows_of_an_aligned_attack_are_the_attack_on_those_rows():
     small, x_small = jobs._run_attack(setting, setting.make_purifier("reverse", 10, 0), "aligned", 1, setting.x[:5],
                                      setting.y[:5])
     np.testing.assert_array_equal(x_big[:5], x_small)
-    head = jobs._head(big, 5)
+    head = EvaluationResult.from_dict(big).head(5).to_dict()
     for key in ("adv_correct", "clean_correct", "success", "robust_accuracy", "clean_accuracy", "n"):
         assert head[key] == small[key], key
-    assert big["n"] == 12 and jobs._head(big, 12) is big
+    assert big["n"] == 12 and EvaluationResult.from_dict(big).head(12).to_dict() == big

@@ -6,7 +6,7 @@ no wrapper) with full and with BPDA gradients, and *wrapped* in :class:`~art_dif
 in the three randomness modes. A cell records whether it ran, whether the examples stay within ``eps`` and the
 clip range where the attack promises it, the audit of the purifier's rows (wrapped), whether a sample's example
 in a batch equals the one it gets alone (wrapped aligned, attacks without random starts), and whether ART itself
-runs the attack on the undefended classifier. ``tests/attacks/test_compatibility.py`` asserts the cells;
+runs the attack on the undefended classifier. ``tests/evaluations/test_compatibility.py`` asserts the cells;
 ``scripts/compatibility_matrix.py`` renders them to ``docs/art-compatibility.md``.
 """
 from __future__ import annotations
@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import numpy as np
 
 from art_diffpure._utils import one_hot
+from art_diffpure.evaluations.aligned import evaluate_aligned
 from art_diffpure.attacks.autoattack import Fra31AutoAttack, autoattack_rand
 from art_diffpure.attacks.diffattack import DiffAttack
 from art_diffpure.attacks.diffhammer import DiffHammer
@@ -181,7 +182,7 @@ def run_cell(spec: AttackSpec, mode: str, make_classifier: Callable[..., "PyTorc
         else:
             wrapped = RandomnessAlignedAttack(classifier, attack=attack, randomness=mode, seed=0, batch_size=len(x),
                                               eot_samples=spec.eot_samples)
-            report = wrapped.evaluate(x, y)
+            report = evaluate_aligned(wrapped, x, y).to_dict()
             x_adv = wrapped.last_x_adv
             audit = report["audit"]["attack"]
             cell.audit_ok = bool(audit["ok"] and report["audit"]["test"]["ok"])

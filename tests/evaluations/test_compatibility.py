@@ -9,7 +9,7 @@ import torch
 
 from conftest import art_classifier, make_purifier, tiny_classifier
 
-from art_diffpure.attacks.compatibility import (ATTACKS, FAST_CELLS, KNOWN_ART_FAILURES, MODES, NOT_APPLICABLE, run_cell,
+from art_diffpure.evaluations.compatibility import (ATTACKS, FAST_CELLS, KNOWN_ART_FAILURES, MODES, NOT_APPLICABLE, run_cell,
                                                run_undefended)
 
 
