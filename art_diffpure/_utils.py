@@ -8,6 +8,9 @@ Small helpers shared by the whole package; imports nothing from it (the bottom o
   is :func:`to_jsonable` of the public fields.
 - :func:`index_labels`, :func:`one_hot`: label formats through ART's ``check_and_transform_label_format``.
 - :func:`as_sample_ids`: THE normalisation of per-sample ids (default ``arange(n)``).
+- :func:`norm_label`, :func:`parse_norm`: THE norm vocabulary. The API takes ART's spelling (``np.inf``, ``1``,
+  ``2``); results are keyed by the label of the norm (``"linf"``, ``"l1"``, ``"l2"``).
+- :func:`check_int`: THE integer check of parameters (``bool`` is not an int here).
 """
 from __future__ import annotations
 
@@ -17,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["Result", "as_sample_ids", "index_labels", "one_hot", "to_jsonable"]
+__all__ = ["Result", "as_sample_ids", "check_int", "index_labels", "norm_label", "one_hot", "parse_norm", "to_jsonable"]
 
 
 def to_jsonable(value: Any) -> Any:
@@ -82,3 +85,58 @@ def as_sample_ids(sample_ids: Any, n: int) -> np.ndarray:
     if len(ids) != n:
         raise ValueError(f"Got {len(ids)} sample_ids for {n} samples")
     return ids
+
+
+# ---------------------------------------------------------------------------------------------- norms
+#: ART's norms and their result keys. The labels are the keys of every per-norm dict in results and reports.
+_LABELS = {np.inf: "linf", 1: "l1", 2: "l2"}
+#: Strings accepted for a norm (lower case): the labels, and the numbers as text.
+_SPELLINGS = {**{label: norm for norm, label in _LABELS.items()}, "inf": np.inf, "1": 1, "2": 2}
+
+
+def _unknown_norm(norm: Any) -> ValueError:
+    return ValueError(f"Unknown norm {norm!r}; expected np.inf, 1 or 2 (ART's spelling; also "
+                      f"{', '.join(repr(s) for s in _SPELLINGS)})")
+
+
+def parse_norm(norm: Any) -> float | int:
+    """
+    ART's spelling of a norm, ``np.inf``, ``1`` or ``2``, from a number (``2``, ``2.0``, ``np.inf``,
+    ``float("inf")``, numpy scalars) or a string (``"l2"``, ``"linf"``, ``"inf"``, ``"l1"``, ``"2"``, ``"1"``,
+    case-insensitive; command-line input). ``bool`` and anything else raise a ``ValueError``.
+    """
+    if isinstance(norm, str):
+        if norm.lower() in _SPELLINGS:
+            return _SPELLINGS[norm.lower()]
+        raise _unknown_norm(norm)
+    if isinstance(norm, (int, float, np.integer, np.floating)) and not isinstance(norm, (bool, np.bool_)):
+        if math.isinf(norm) and norm > 0:
+            return np.inf
+        if norm in (1, 2):
+            return int(norm)
+    raise _unknown_norm(norm)
+
+
+def norm_label(norm: Any) -> str:
+    """The result key of a norm: ``"linf"``, ``"l2"`` or ``"l1"``, for any spelling :func:`parse_norm` accepts."""
+    return _LABELS[parse_norm(norm)]
+
+
+# ---------------------------------------------------------------------------------------------- checks
+def check_int(value: Any, name: str, minimum: int | None = None, maximum: int | None = None) -> int:
+    """
+    ``value`` as a python ``int``; a ``ValueError`` naming ``name`` unless it is an integer (python or numpy;
+    ``bool`` is refused: ``True`` is no count) of at least ``minimum`` and at most ``maximum`` (when given).
+    """
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or (
+            minimum is not None and value < minimum) or (maximum is not None and value > maximum):
+        raise ValueError(f"{name} must be {_int_wanted(minimum, maximum)}, got {value!r}")
+    return int(value)
+
+
+def _int_wanted(minimum: int | None, maximum: int | None) -> str:
+    if maximum is not None:
+        return f"an int in [{'-inf' if minimum is None else minimum}, {maximum}]"
+    if minimum is None:
+        return "an int"
+    return {0: "a non-negative int", 1: "a positive int"}.get(minimum, f"an int >= {minimum}")

@@ -16,14 +16,15 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from art_diffpure import checkpointing, determinism, samplers
+from art_diffpure._utils import check_int
 from art_diffpure.randomness import StepNoise
+from art_diffpure.samplers import SAMPLERS
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
 logger = logging.getLogger("art_diffpure.purifier")  # the purifier's warnings keep their logger
 
-SAMPLERS = ("ddpm", "reverse", "ddim")
 GRADIENTS = ("full", "bpda")
 FORWARD_NOISING = ("one_shot", "multistep")
 
@@ -270,29 +271,26 @@ class PurificationChain:
         num_train = getattr(getattr(self.scheduler, "config", None), "num_train_timesteps", None)
         if num_train is None or not hasattr(self.scheduler, "alphas_cumprod"):
             raise ValueError("scheduler must be a diffusers DDPMScheduler-like object with a config and alphas_cumprod")
-        if isinstance(self.t_star, bool) or not isinstance(self.t_star, (int, np.integer)) or not 1 <= self.t_star <= num_train:
-            raise ValueError(f"t_star must be an int in [1, {num_train}], got {self.t_star!r}")
+        check_int(self.t_star, "t_star", 1, num_train)
         if self.sampler not in SAMPLERS:
             raise ValueError(f"Unknown sampler {self.sampler!r}; expected one of {SAMPLERS}")
         if self.gradient not in GRADIENTS:
             raise ValueError(f"Unknown gradient mode {self.gradient!r}; expected one of {GRADIENTS}")
         if self.forward_noising not in FORWARD_NOISING:
             raise ValueError(f"Unknown forward_noising {self.forward_noising!r}; expected one of {FORWARD_NOISING}")
-        if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)) or self.seed < 0):
-            raise ValueError(f"seed must be None or a non-negative int, got {self.seed!r}")
+        if self.seed is not None:  # None: fresh noise
+            check_int(self.seed, "seed", 0)
         if self.checkpoint not in (True, False, "auto"):
             raise ValueError(f"checkpoint must be True, False or 'auto', got {self.checkpoint!r}")
-        if self.checkpoint_budget_bytes is not None and (
-                not isinstance(self.checkpoint_budget_bytes, (int, np.integer)) or self.checkpoint_budget_bytes < 0):
-            raise ValueError(f"checkpoint_budget_bytes must be None or a non-negative int, got {self.checkpoint_budget_bytes!r}")
-        if not isinstance(self.batch_size, (int, np.integer)) or self.batch_size < 1:
-            raise ValueError(f"batch_size must be a positive int, got {self.batch_size!r}")
+        if self.checkpoint_budget_bytes is not None:  # None: the default budget
+            check_int(self.checkpoint_budget_bytes, "checkpoint_budget_bytes", 0)
+        check_int(self.batch_size, "batch_size", 1)
         if len(self.clip_values) != 2 or not self.clip_values[0] < self.clip_values[1]:
             raise ValueError(f"clip_values must be (min, max) with min < max, got {self.clip_values!r}")
         if not np.isscalar(self.ddim_eta) or not 0.0 <= float(self.ddim_eta) <= 1.0:
             raise ValueError(f"ddim_eta must be a number in [0, 1], got {self.ddim_eta!r}")
-        if self.ddim_steps is not None and (not isinstance(self.ddim_steps, (int, np.integer)) or not 1 <= self.ddim_steps <= self.t_star):
-            raise ValueError(f"ddim_steps must be None or an int in [1, t_star={self.t_star}], got {self.ddim_steps!r}")
+        if self.ddim_steps is not None:  # None: t_star steps
+            check_int(self.ddim_steps, "ddim_steps", 1, self.t_star)
         prediction = getattr(self.scheduler.config, "prediction_type", "epsilon")
         if prediction != "epsilon":
             raise ValueError(f"Only epsilon-prediction models are supported, the scheduler says {prediction!r}")
@@ -304,4 +302,4 @@ class PurificationChain:
             raise ValueError("model must be a torch module or a callable (x_t, t) -> eps")
 
 
-__all__ = ["FORWARD_NOISING", "GRADIENTS", "PurificationChain", "SAMPLERS"]
+__all__ = ["FORWARD_NOISING", "GRADIENTS", "PurificationChain"]

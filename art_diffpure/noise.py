@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import os
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
@@ -27,7 +26,8 @@ import numpy as np
 
 from art_diffpure import checkpointing
 from art_diffpure.randomness import (
-    RandomnessControl, RandomnessEscapeError, StepNoise, active_controls, aligned_noise,
+    RandomnessControl, RandomnessEscapeError, StepNoise, active_controls, aligned_noise, fresh_chain_seed,
+    urandom_seed,
 )
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -109,7 +109,7 @@ class PurifierNoise:
     def reseed(self, generator_seed: int | None = None) -> None:
         """Reseed the fresh-noise generator (``None``: from ``os.urandom``)."""
         if generator_seed is None:
-            generator_seed = int.from_bytes(os.urandom(8), "little") & (2**63 - 1)
+            generator_seed = urandom_seed()
         self.generator.manual_seed(int(generator_seed))
 
     # ------------------------------------------------------------------ who decides
@@ -190,7 +190,7 @@ class PurifierNoise:
             if like.device.type == "cpu":
                 host = torch.randn((len(steps), n, *shape), generator=self.generator)
                 return StepNoise(like.device, like.dtype, host=host)
-            seed = int(torch.randint(0, 2**62, (1,), generator=self.generator))
+            seed = fresh_chain_seed(self.generator)
             return StepNoise(like.device, like.dtype, seed=seed, shape=(n, *shape))
         key = (tuple(rows[0]), tuple(rows[1]), tuple(steps), tuple(shape), reverse)
         host = self.cache.get(key)

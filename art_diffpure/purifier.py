@@ -27,7 +27,8 @@ import numpy as np
 from art.defences.preprocessor.preprocessor import PreprocessorPyTorch
 
 from art_diffpure import determinism, hub, noise
-from art_diffpure.chain import FORWARD_NOISING, GRADIENTS, SAMPLERS, PurificationChain  # noqa: F401 (re-exported)
+from art_diffpure.chain import FORWARD_NOISING, GRADIENTS, PurificationChain  # noqa: F401 (re-exported)
+from art_diffpure.samplers import SAMPLERS  # noqa: F401 (re-exported)
 from art_diffpure.noise import (  # noqa: F401 (NOISE_NAMES re-exported)
     NOISE_CACHE_BYTES, NOISE_CACHE_MAX_BYTES, PurifierNoise, noise_cache_budget,
 )

@@ -26,15 +26,45 @@ queries. A row is identified with certainty when either
 Anything else raises :class:`AmbiguousRowsError` after counting the rows in the audit: a row is never
 guessed. :class:`~art_diffpure.RandomnessAlignedAttack` therefore attacks one sample at a time when an
 attack has no bound or a batch is too tight.
+
+Seed glossary: every seed rule and seed constant of the package (``s``: a base seed; ``i``: a sample id).
+
+- :func:`seed_hash` ``(s, i, t)``, :data:`P_S`, :data:`P_I`, :data:`P_T`: eq. 13, the hash under every derived seed.
+- :func:`step_seed`: the noise of sample ``i`` at step ``t``: ``seed_hash(s, i, 2t)`` forward, ``2t + 1`` reverse.
+- :func:`eot_seeds`, :data:`EOT_SEED_STRIDE`: EOT configuration ``k`` of ``s`` is ``s + 7919 k``.
+- :func:`transfer_test_seed`, :data:`TRANSFER_SEED_OFFSET`: ``"transfer"`` mode tests under ``s + 1000000007``.
+- :func:`attack_draw_seeds`, :data:`ATTACK_DRAW_OFFSET`: named draw ``j`` of an attack built for purification
+  (DiffHammer, DiffAttack, surrogate PGD-EOT) is ``s + 2000000011 + j``.
+- :func:`evaluation_draw_seeds`, :data:`EVALUATION_DRAW_OFFSET`: test draw ``j`` of an evaluation over draws is
+  ``s + 3000000019 + j``; :data:`DRAW_FAMILY_SIZE` bounds ``j``, :data:`SEED_LIMIT` (``2**32``) every derived seed.
+- :func:`start_seed`, ``START_STREAM_*``: numpy's global RNG for the random start of the batch beginning with
+  sample ``i`` is seeded with ``seed_hash(s, i, stream)``: stream :data:`START_STREAM_ART` (0, ART's own random
+  starts under :class:`~art_diffpure.RandomnessAlignedAttack`, :func:`numpy_start_seed`),
+  :data:`START_STREAM_DIFFATTACK` (1), :data:`START_STREAM_DIFFHAMMER` ``+ r`` (2 + restart ``r``),
+  :data:`START_STREAM_SURROGATE` (5).
+- :func:`numpy_seeded`: numpy's global RNG seeded with ``seed mod 2**32`` for a block, its state restored after.
+- Fresh noise (``seed=None``): the purifier's own CPU generator is seeded with its ``generator_seed``, else with
+  :func:`urandom_seed` (63 random bits); a chain on a GPU draws step ``k`` on the device from ``c + k``
+  (:class:`StepNoise`), ``c`` drawn from that generator below :data:`FRESH_CHAIN_SEED_LIMIT`
+  (:func:`fresh_chain_seed`).
+- :data:`FRESH_GENERATOR_TAG`: the reproduction's stochastic mode reseeds the purifier's generator per unit with
+  ``seed_hash(s, first id of the unit, 0x5EED)``, so a resumed run draws what an uninterrupted one draws.
+- :data:`REPEATED_DRAW_GENERATOR_SEED`: repeated fresh test draw ``k`` of the reproduction reseeds the purifier's
+  generator with ``20000 + k``.
+- :data:`MAX_SEED`: base seeds given on the command line lie in ``0 .. 10**9 - 1``.
+- :data:`DIGITS_SPLIT_SEED`: ``random_state`` (0) of the fixed train/test split of the digits data set.
 """
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 import numpy as np
+
+from art_diffpure.exceptions import AmbiguousRowsError, RandomnessEscapeError
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -112,6 +142,27 @@ EVALUATION_DRAW_OFFSET = 3_000_000_019
 DRAW_FAMILY_SIZE = 1_000_000_000
 
 
+#: Streams of the per-batch random starts (:func:`start_seed`): each attack draws its starts from its own stream.
+START_STREAM_ART = 0
+START_STREAM_DIFFATTACK = 1
+START_STREAM_DIFFHAMMER = 2  # restart r uses START_STREAM_DIFFHAMMER + r
+START_STREAM_SURROGATE = 5
+
+#: A GPU chain of fresh noise is seeded below this (drawn from the purifier's generator); step k adds k to it.
+FRESH_CHAIN_SEED_LIMIT = 2**62
+#: torch generators take seeds below this.
+TORCH_SEED_LIMIT = 2**63
+
+#: Tag of the seed hash that seeds the purifier's own generator per unit of the reproduction (stochastic mode).
+FRESH_GENERATOR_TAG = 0x5EED
+#: Repeated fresh test draw ``k`` of the reproduction reseeds the purifier's generator with this ``+ k``.
+REPEATED_DRAW_GENERATOR_SEED = 20_000
+#: Base seeds accepted on the command line: ``0 .. MAX_SEED - 1``.
+MAX_SEED = 10**9
+#: ``random_state`` of the fixed train/test split of the digits data set.
+DIGITS_SPLIT_SEED = 0
+
+
 def _draw_seeds(seed: int, offset: int, start: int, n: int) -> list[int]:
     if int(start) < 0 or int(n) < 0 or int(start) + int(n) > DRAW_FAMILY_SIZE:
         raise ValueError(f"draws {start}..{start + n - 1} lie outside 0..{DRAW_FAMILY_SIZE - 1}")
@@ -140,9 +191,26 @@ def transfer_test_seed(seed: int) -> int:
     return int(seed) + TRANSFER_SEED_OFFSET
 
 
+def start_seed(seed: int, first_id: int, stream: int) -> int:
+    """Seed of numpy's global RNG for the random start, in ``stream``, of the batch beginning with ``first_id``."""
+    return seed_hash(seed, int(first_id), int(stream))
+
+
 def numpy_start_seed(seed: int, first_id: int) -> int:
     """Seed of numpy's global RNG for ART's random starts on the batch that begins with sample ``first_id``."""
-    return seed_hash(seed, int(first_id), 0)
+    return start_seed(seed, first_id, START_STREAM_ART)
+
+
+def urandom_seed() -> int:
+    """A seed for a generator nobody seeded: 63 random bits of ``os.urandom`` (below :data:`TORCH_SEED_LIMIT`)."""
+    return int.from_bytes(os.urandom(8), "little") & (TORCH_SEED_LIMIT - 1)
+
+
+def fresh_chain_seed(generator: "torch.Generator") -> int:
+    """The seed of one GPU chain of fresh noise, drawn from the purifier's CPU ``generator``."""
+    import torch
+
+    return int(torch.randint(0, FRESH_CHAIN_SEED_LIMIT, (1,), generator=generator))
 
 
 @contextlib.contextmanager
@@ -158,16 +226,6 @@ def numpy_seeded(seed: int) -> Iterator[None]:
         yield
     finally:
         np.random.set_state(state)
-
-
-class RandomnessEscapeError(RuntimeError):
-    """A purifier call would run under randomness nobody chose (outside the control of a running attack)."""
-
-
-class AmbiguousRowsError(RuntimeError):
-    """Rows of a purifier call could not be mapped to their samples with certainty.
-
-    A ``RuntimeError`` on purpose: ART's AutoAttack swallows ``ValueError`` from its targeted sub-attacks."""
 
 
 @dataclass
@@ -397,32 +455,47 @@ class StepNoise:
             return self.host[k].to(self.device, self.dtype, non_blocking=True)
         if self._generator is None:
             self._generator = torch.Generator(device=self.device)
-        self._generator.manual_seed((self.seed + k) % 2**63)  # reseeded per step: a recomputation redraws exactly
+        self._generator.manual_seed((self.seed + k) % TORCH_SEED_LIMIT)  # reseeded per step: a recomputation redraws exactly
         return torch.randn(self.shape, generator=self._generator, device=self.device).to(self.dtype)
 
 
 __all__ = [
     "ATTACK_DRAW_OFFSET",
     "AmbiguousRowsError",
+    "DIGITS_SPLIT_SEED",
+    "DRAW_FAMILY_SIZE",
     "EOT_SEED_STRIDE",
     "EVALUATION_DRAW_OFFSET",
+    "FRESH_CHAIN_SEED_LIMIT",
+    "FRESH_GENERATOR_TAG",
+    "MAX_SEED",
     "P_I",
     "P_S",
     "P_T",
+    "REPEATED_DRAW_GENERATOR_SEED",
     "RandomnessAudit",
     "RandomnessControl",
     "RandomnessEscapeError",
+    "SEED_LIMIT",
+    "START_STREAM_ART",
+    "START_STREAM_DIFFATTACK",
+    "START_STREAM_DIFFHAMMER",
+    "START_STREAM_SURROGATE",
     "StepNoise",
+    "TORCH_SEED_LIMIT",
     "TRANSFER_SEED_OFFSET",
     "active_controls",
     "aligned_noise",
     "attack_draw_seeds",
     "eot_seeds",
     "evaluation_draw_seeds",
+    "fresh_chain_seed",
     "min_separation",
     "numpy_seeded",
     "numpy_start_seed",
     "seed_hash",
+    "start_seed",
     "step_seed",
     "transfer_test_seed",
+    "urandom_seed",
 ]

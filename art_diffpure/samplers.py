@@ -12,7 +12,10 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
-__all__ = ["ddim_scheduler", "ddim_stride", "ddpm_step", "reverse_timesteps"]
+__all__ = ["SAMPLERS", "ddim_scheduler", "ddim_stride", "ddpm_step", "reverse_timesteps"]
+
+#: The samplers: DDPM (forward noising, then the reverse chain), reverse-only, DDIM.
+SAMPLERS = ("ddpm", "reverse", "ddim")
 
 
 def ddim_stride(t_star: int, ddim_steps: int | None) -> int:

@@ -224,7 +224,7 @@ def test_b5_wideresnet_is_robustbenchs_standard_architecture(bench_path):
     with torch.no_grad():
         assert wrn.WideResNet(10, 1).eval()(torch.rand(2, 3, 32, 32)).shape == (2, 10)
     try:
-        from art_diffpure.zoo import import_robustbench
+        from art_diffpure.models.robustbench import import_robustbench
 
         import_robustbench()
         from robustbench.model_zoo.architectures.wide_resnet import WideResNet as Reference

@@ -27,13 +27,21 @@ from art.attacks.attack import EvasionAttack
 from art.estimators.classification.classifier import ClassifierMixin
 from art.estimators.estimator import BaseEstimator
 
-from art_diffpure._utils import index_labels
+from art_diffpure._utils import check_int, index_labels, norm_label
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
     from art.estimators.classification import PyTorchClassifier
 
-_NORMS = {np.inf: "Linf", "inf": "Linf", 2: "L2", 1: "L1"}
+
+
+def _fra31_norm(norm: Any) -> str:
+    """fra31's name of a norm: its label (:func:`~art_diffpure._utils.norm_label`) capitalised, ``"Linf"``,
+    ``"L2"`` or ``"L1"``."""
+    try:
+        return norm_label(norm).capitalize()
+    except ValueError:
+        raise ValueError(f"norm must be np.inf, 2 or 1, got {norm!r}") from None
 
 
 def import_fra31() -> Any:
@@ -111,7 +119,7 @@ class Fra31AutoAttack(EvasionAttack):
 
     def _build(self) -> Any:
         fra31 = import_fra31()
-        aa = fra31.AutoAttack(_art_module(self.estimator), norm=_NORMS[self.norm], eps=float(self.eps),
+        aa = fra31.AutoAttack(_art_module(self.estimator), norm=_fra31_norm(self.norm), eps=float(self.eps),
                               version=self.version, attacks=self.attacks if self.version == "custom" else None,
                               seed=int(self.seed), device=self.estimator.device)
         aa.verbose = self.verbose
@@ -191,12 +199,10 @@ class Fra31AutoAttack(EvasionAttack):
             raise ValueError(f"Unknown AutoAttack version {self.version!r}")
         if (self.version == "custom") != bool(self.attacks):
             raise ValueError("attacks= is given exactly when version='custom'")
-        if self.norm not in _NORMS:
-            raise ValueError(f"norm must be np.inf, 2 or 1, got {self.norm!r}")
+        _fra31_norm(self.norm)
         if not self.eps > 0:
             raise ValueError(f"eps must be positive, got {self.eps!r}")
-        if not isinstance(self.batch_size, (int, np.integer)) or self.batch_size < 1:
-            raise ValueError(f"batch_size must be a positive int, got {self.batch_size!r}")
+        check_int(self.batch_size, "batch_size", 1)
 
 
 def autoattack_rand(classifier: "PyTorchClassifier", eps: float, norm: int | float | str = np.inf,

@@ -23,10 +23,11 @@ from art.attacks.attack import EvasionAttack
 from art.estimators.classification.classifier import ClassifierMixin
 from art.estimators.estimator import BaseEstimator
 
+from art_diffpure._utils import check_int
 from art_diffpure.attacks.apgd import apgd_linf
 from art_diffpure.attacks.purified import (PurifiedClassifier, check_common, labelled_batches, per_sample_loss,
                                           random_start)
-from art_diffpure.randomness import aligned_noise
+from art_diffpure.randomness import START_STREAM_DIFFATTACK, aligned_noise
 
 
 class DiffAttack(EvasionAttack):
@@ -112,7 +113,7 @@ class DiffAttack(EvasionAttack):
         x_adv = x.copy()
         t0 = time.perf_counter()
         for sl, xb, yb, ib in labelled_batches(self, x, y, kwargs.get("sample_ids"), "DiffAttack"):
-            current = random_start(xb, self.eps, clip, self.seed, ib[0], 1)
+            current = random_start(xb, self.eps, clip, self.seed, ib[0], START_STREAM_DIFFATTACK)
             for r, loss in enumerate(self.losses):
                 def gradient(z: np.ndarray, it: int, loss=loss, r=r) -> tuple[np.ndarray, np.ndarray]:
                     draws = self.head.draws(self.seed, (r * (self.max_iter + 1) + it) * self.eot_samples,
@@ -127,9 +128,7 @@ class DiffAttack(EvasionAttack):
     def _check_params(self) -> None:
         check_common(self)
         for name in ("eot_samples", "every"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
+            check_int(getattr(self, name), name, 1)
         if not np.isscalar(self.lam) or self.lam < 0:
             raise ValueError(f"lam must be a non-negative number, got {self.lam!r}")
 

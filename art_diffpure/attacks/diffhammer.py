@@ -29,9 +29,11 @@ from art.attacks.attack import EvasionAttack
 from art.estimators.classification.classifier import ClassifierMixin
 from art.estimators.estimator import BaseEstimator
 
+from art_diffpure._utils import check_int
 from art_diffpure.attacks.apgd import apgd_linf
 from art_diffpure.attacks.purified import (PurifiedClassifier, check_common, labelled_batches, per_sample_loss,
                                           random_start)
+from art_diffpure.randomness import START_STREAM_DIFFHAMMER
 
 
 def select_draw(grads: np.ndarray, losses: np.ndarray, eps: float, lam: float) -> tuple[np.ndarray, np.ndarray]:
@@ -112,7 +114,7 @@ class DiffHammer(EvasionAttack):
         best = xb.copy()
         best_score = np.full((len(xb), 2), -np.inf)  # (draws misclassified, mean loss), lexicographic
         for r, loss in enumerate(self.losses):
-            start = random_start(xb, self.eps, clip, self.seed, ib[0], 2 + r)
+            start = random_start(xb, self.eps, clip, self.seed, ib[0], START_STREAM_DIFFHAMMER + r)
             past: dict[str, np.ndarray] = {}
 
             def gradient(z: np.ndarray, it: int, loss=loss, r=r, past=past) -> tuple[np.ndarray, np.ndarray]:
@@ -158,8 +160,7 @@ class DiffHammer(EvasionAttack):
 
     def _check_params(self) -> None:
         check_common(self)
-        if isinstance(self.n_draws, bool) or not isinstance(self.n_draws, (int, np.integer)) or self.n_draws < 1:
-            raise ValueError(f"n_draws must be a positive int, got {self.n_draws!r}")
+        check_int(self.n_draws, "n_draws", 1)
         if not np.isscalar(self.lam) or self.lam <= 0 or not np.isscalar(self.alpha) or self.alpha < 0:
             raise ValueError("lam must be positive and alpha non-negative")
 

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
+from art_diffpure._utils import check_int
 from art_diffpure.attacks.autoattack import autoattack_rand, autoattack_standard
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -38,9 +39,7 @@ def rel_step(max_iter: int = 40) -> float:
     :param max_iter: PGD iterations (a positive int).
     :raises ValueError: for anything else.
     """
-    if isinstance(max_iter, bool) or not isinstance(max_iter, (int, np.integer)) or max_iter < 1:
-        raise ValueError(f"max_iter must be a positive int, got {max_iter!r}")
-    return (0.01 / 0.3) * 40 / int(max_iter)
+    return (0.01 / 0.3) * 40 / check_int(max_iter, "max_iter", 1)
 
 
 def norm_name(norm: Any) -> str | float:

@@ -21,9 +21,9 @@ from typing import TYPE_CHECKING, Any, Iterator, Sequence
 import numpy as np
 from tqdm.auto import tqdm
 
-from art_diffpure._utils import index_labels
+from art_diffpure._utils import check_int, index_labels, norm_label
 from art_diffpure.purifier import find_purifier
-from art_diffpure.randomness import attack_draw_seeds, numpy_seeded, seed_hash
+from art_diffpure.randomness import attack_draw_seeds, numpy_seeded, start_seed
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -127,29 +127,31 @@ def labelled_batches(attack: Any, x: np.ndarray, y: Any, given_ids: Any, desc: s
 
 
 def random_start(x: np.ndarray, eps: float, clip: Sequence[float], seed: int, first_id: int, stream: int) -> np.ndarray:
-    """A uniform start in the Linf ball, from numpy seeded by ``hash(seed, first id of the batch, stream)``."""
-    with numpy_seeded(seed_hash(seed, int(first_id), stream)):
+    """A uniform start in the Linf ball, from numpy seeded by :func:`~art_diffpure.randomness.start_seed`
+    ``(seed, first id of the batch, stream)`` (the streams: ``art_diffpure.randomness.START_STREAM_*``)."""
+    with numpy_seeded(start_seed(seed, first_id, stream)):
         return np.clip(x + np.random.uniform(-eps, eps, x.shape), clip[0], clip[1]).astype(x.dtype)
+
+
+def _is_linf(norm: Any) -> bool:
+    try:
+        return norm_label(norm) == norm_label(np.inf)
+    except ValueError:
+        return False
 
 
 def check_common(attack: Any) -> None:
     """The parameter checks every attack here shares (ART's ``_check_params`` style)."""
-    def positive_int(name: str) -> None:
-        value = getattr(attack, name)
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-            raise ValueError(f"{name} must be a positive int, got {value!r}")
-
     if not np.isscalar(attack.eps) or attack.eps <= 0:
         raise ValueError(f"eps must be a positive number, got {attack.eps!r}")
-    if attack.norm not in (np.inf, "inf"):
+    if not _is_linf(attack.norm):
         raise ValueError(f"{type(attack).__name__} is implemented for the Linf threat model only (norm=np.inf)")
     for name in ("max_iter", "batch_size"):
-        positive_int(name)
+        check_int(getattr(attack, name), name, 1)
     for loss in attack.losses:
         if loss not in LOSSES:
             raise ValueError(f"Unknown loss {loss!r}; expected some of {LOSSES}")
-    if isinstance(attack.seed, bool) or not isinstance(attack.seed, (int, np.integer)) or attack.seed < 0:
-        raise ValueError(f"seed must be a non-negative int, got {attack.seed!r}")
+    check_int(attack.seed, "seed", 0)
     if not isinstance(attack.verbose, bool):
         raise ValueError("verbose must be a bool")
 

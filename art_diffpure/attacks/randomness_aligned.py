@@ -35,7 +35,7 @@ from art.estimators.classification.pytorch import PyTorchClassifier
 from art.estimators.estimator import BaseEstimator
 from tqdm.auto import tqdm
 
-from art_diffpure._utils import as_sample_ids, one_hot
+from art_diffpure._utils import as_sample_ids, check_int, one_hot
 from art_diffpure.attacks.batching import looped_eot, sample_groups
 from art_diffpure.attacks.inner import attack_params_jsonable, check_inner, perturbation_bound
 from art_diffpure.attacks.protocols import AttackProtocol, get_protocol, protocol_attack, protocol_kwargs
@@ -329,23 +329,20 @@ class RandomnessAlignedAttack(EvasionAttack):
     def _check_params(self) -> None:
         if self.randomness not in RANDOMNESS_MODES:
             raise ValueError(f"Unknown randomness mode {self.randomness!r}; expected one of {RANDOMNESS_MODES}")
-        if isinstance(self.eot_samples, bool) or not isinstance(self.eot_samples, (int, np.integer)) \
-                or self.eot_samples < 1:
-            raise ValueError(f"eot_samples must be an int >= 1, got {self.eot_samples!r}")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)) or self.seed < 0:
-            raise ValueError(f"seed must be a non-negative int, got {self.seed!r}")
+        check_int(self.eot_samples, "eot_samples", 1)
+        check_int(self.seed, "seed", 0)
         if max(eot_seeds(self.seed, self.eot_samples)[-1], transfer_test_seed(self.seed)) >= SEED_LIMIT:
             raise ValueError(f"seed {self.seed} and eot_samples {self.eot_samples} give base seeds >= 2**32")
         if self.eot_samples * EOT_SEED_STRIDE >= TRANSFER_SEED_OFFSET:
             raise ValueError("eot_samples too large: EOT seeds would reach the transfer test seed")
-        if not isinstance(self.batch_size, (int, np.integer)) or self.batch_size < 1:
-            raise ValueError(f"batch_size must be a positive int, got {self.batch_size!r}")
+        check_int(self.batch_size, "batch_size", 1)
         if self.gradient not in (None, "full", "bpda"):
             raise ValueError(f"gradient must be None, 'full' or 'bpda', got {self.gradient!r}")
         if self.attack is not None and not isinstance(self.attack, EvasionAttack) and not callable(self.attack):
             raise ValueError("attack must be None, an ART EvasionAttack or a callable (estimator) -> EvasionAttack")
-        if self.eps <= 0 or self.eps_step <= 0 or not isinstance(self.max_iter, (int, np.integer)) or self.max_iter < 1:
-            raise ValueError("eps and eps_step must be positive and max_iter a positive int")
+        if self.eps <= 0 or self.eps_step <= 0:
+            raise ValueError("eps and eps_step must be positive")
+        check_int(self.max_iter, "max_iter", 1)
         if not isinstance(self.verbose, bool):
             raise ValueError("verbose must be a bool")
         if not isinstance(self.estimator, PyTorchClassifier):

@@ -19,9 +19,11 @@ from art.attacks.attack import EvasionAttack
 from art.estimators.classification.classifier import ClassifierMixin
 from art.estimators.estimator import BaseEstimator
 
+from art_diffpure._utils import check_int
 from art_diffpure.attacks.purified import (PurifiedClassifier, check_common, labelled_batches, per_sample_loss,
                                           random_start)
 from art_diffpure.purifier import DiffusionPurifier
+from art_diffpure.randomness import START_STREAM_SURROGATE
 
 #: The paper's step at eps = 8/255; the step is scaled with eps.
 PAPER_STEP, PAPER_EPS = 0.007, 8 / 255
@@ -96,7 +98,7 @@ class SurrogatePGDEOT(EvasionAttack):
         x_adv = x.copy()
         t0 = time.perf_counter()
         for sl, xb, yb, ib in labelled_batches(self, x, y, kwargs.get("sample_ids"), "SurrogatePGDEOT"):
-            z = random_start(xb, self.eps, clip, self.seed, ib[0], 5)
+            z = random_start(xb, self.eps, clip, self.seed, ib[0], START_STREAM_SURROGATE)
             for it in range(self.max_iter):
                 draws = self.head.draws(self.seed, it * self.eot_samples, self.eot_samples)
                 _, grad = self.loss_and_gradient(z, yb, draws, ib)
@@ -108,9 +110,7 @@ class SurrogatePGDEOT(EvasionAttack):
 
     def _check_params(self) -> None:
         check_common(self)
-        if isinstance(self.eot_samples, bool) or not isinstance(self.eot_samples, (int, np.integer)) \
-                or self.eot_samples < 1:
-            raise ValueError(f"eot_samples must be a positive int, got {self.eot_samples!r}")
+        check_int(self.eot_samples, "eot_samples", 1)
         if not np.isscalar(self.eps_step) or self.eps_step <= 0:
             raise ValueError(f"eps_step must be positive, got {self.eps_step!r}")
         if len(self.losses) != 1:

@@ -22,7 +22,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from art_diffpure._utils import index_labels
+from art_diffpure._utils import check_int, index_labels
 from art_diffpure.evaluations.statistics import bootstrap_interval, wilson_interval
 from art_diffpure.purifier import find_purifier
 from art_diffpure.randomness import evaluation_draw_seeds
@@ -86,8 +86,7 @@ def evaluate_draws(classifier: Any, x: np.ndarray, y: Any, seed: int = 0, n_draw
         sample's figures do not depend on the batch it is evaluated in.
     """
     for name, value in (("n_draws", n_draws), ("vote", vote)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-            raise ValueError(f"{name} must be a positive int, got {value!r}")
+        check_int(value, name, 1)
     purifier = find_purifier(classifier, required=True)
     x = np.ascontiguousarray(x)
     labels = index_labels(y, classifier.nb_classes)

@@ -21,7 +21,7 @@ import numpy as np
 from art_diffpure._utils import Result, index_labels
 from art_diffpure.attacks.protocols import rel_step as protocol_rel_step
 from art_diffpure.evaluations.pgd import as_classifier, run_pgd, undefended
-from art_diffpure.metrics._common import _norm_key
+from art_diffpure.metrics._common import _metric_norm_label
 from art_diffpure.purifier import find_purifier
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -174,8 +174,9 @@ def robustness_curve(
     :param seed: base seed of the attack randomness (and of numpy's global RNG during each attack).
     :param eot_samples: EOT copies of the ``"eot"`` mode.
     :param compression: measure the compression rate and the theory curve, with ``compression_samples``
-        random perturbations per image, in ``compression_norm`` (ART's spelling ``2`` / ``np.inf``; ``"l2"``,
-        ``"linf"`` too), under purifier seed ``compression_seed`` (default: the purifier's own, else ``seed``).
+        random perturbations per image, in ``compression_norm`` (ART's spelling ``2`` / ``np.inf``; the strings
+        of :func:`~art_diffpure._utils.parse_norm` too), under purifier seed ``compression_seed`` (default: the
+        purifier's own, else ``seed``).
     :param nb_classes: classes of a torch model (default: inferred).
     :param monotone_tolerance: allowed increase of accuracy between consecutive budgets.
     """
@@ -183,7 +184,7 @@ def robustness_curve(
     labels = index_labels(y)
     classifier = as_classifier(classifier, x, purifier, nb_classes)
     eps_values, modes = _check_curve_args(eps_list, modes)
-    norm_key = _norm_key(compression_norm)
+    norm_key = _metric_norm_label(compression_norm)
     purifier, plain = find_purifier(classifier), undefended(classifier)
     rel_step = protocol_rel_step(max_iter) if rel_step is None else float(rel_step)
     pgd = dict(rel_step=rel_step, max_iter=max_iter, num_random_init=num_random_init, seed=seed,

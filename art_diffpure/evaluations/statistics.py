@@ -29,7 +29,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from art_diffpure._utils import Result
+from art_diffpure._utils import Result, check_int
 
 __all__ = [
     "DEFAULT_LEVEL",
@@ -147,10 +147,7 @@ def wilson_interval(k: int, n: int, level: float = DEFAULT_LEVEL) -> Interval:
     :param level: two-sided coverage.
     """
     level = _check_level(level)
-    for name, v in (("k", k), ("n", n)):
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
-            raise ValueError(f"{name} must be an integer, got {v!r}")
-    k, n = int(k), int(n)
+    k, n = check_int(k, "k"), check_int(n, "n")
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
     if not 0 <= k <= n:
@@ -188,15 +185,11 @@ def _as_correct(values: Any, name: str) -> np.ndarray:
 
 
 def _check_n_boot(n_boot: int) -> int:
-    if isinstance(n_boot, bool) or not isinstance(n_boot, (int, np.integer)) or n_boot < 100:
-        raise ValueError(f"n_boot must be an int >= 100, got {n_boot!r}")
-    return int(n_boot)
+    return check_int(n_boot, "n_boot", 100)
 
 
 def _boot_indices(n: int, n_boot: int, seed: int) -> np.ndarray:
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-        raise ValueError(f"seed must be an int, got {seed!r}")
-    return np.random.default_rng(int(seed)).integers(0, n, size=(n_boot, n))
+    return np.random.default_rng(check_int(seed, "seed")).integers(0, n, size=(n_boot, n))
 
 
 def _quantile_band(sorted_boots: np.ndarray, q: float) -> list[float]:
@@ -258,8 +251,7 @@ def mean_interval(mean: float, std: float, n: int, level: float = DEFAULT_LEVEL)
     from scipy.stats import t as student_t
 
     level = _check_level(level)
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 2:
-        raise ValueError(f"n must be an int >= 2, got {n!r}")
+    check_int(n, "n", 2)
     if not (math.isfinite(mean) and math.isfinite(std)) or std < 0:
         raise ValueError(f"mean and std must be finite and std >= 0, got {mean!r}, {std!r}")
     sd = std * math.sqrt(n / (n - 1))

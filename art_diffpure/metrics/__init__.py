@@ -8,8 +8,8 @@ id and the same seed, i.e. under the same xi. The ``n_seeds`` configurations of 
 metrics are those of an EOT attack of base seed ``seed``: base seeds
 ``art_diffpure.randomness.eot_seeds(seed, n_seeds)`` (``seed + 7919 k``).
 
-Norms are spelled as in ART: ``2`` and ``np.inf`` (the strings ``"l2"``, ``"inf"`` and ``"linf"`` are
-accepted too); results are always keyed ``"l2"`` / ``"linf"``.
+Norms are spelled as in ART: ``2`` and ``np.inf`` (the strings of :func:`art_diffpure._utils.parse_norm` are
+accepted too); results are always keyed by :func:`art_diffpure._utils.norm_label` (:data:`NORMS`: l2, linf).
 
 Images ``x0`` may be numpy arrays or torch tensors (the purifier then receives the same type);
 all statistics are computed in float64 numpy and returned in small dataclasses whose ``to_dict()``

@@ -12,17 +12,17 @@ from typing import Any, Iterable, Iterator
 import numpy as np
 from tqdm.auto import tqdm
 
-from art_diffpure._utils import Result, to_jsonable
+from art_diffpure._utils import Result, check_int, norm_label, to_jsonable
 
 __all__ = [
-    "NORMS", "_Result", "_as_numpy", "_call_purify", "_check_eps", "_check_ids", "_check_int", "_check_norms",
-    "_check_purifier", "_check_seeds", "_clip_values", "_mean_std", "_no_grad", "_norm", "_norm_key", "_plain",
+    "NORMS", "_L2", "_LINF", "_Result", "_as_numpy", "_call_purify", "_check_eps", "_check_ids", "_check_norms",
+    "_check_purifier", "_check_seeds", "_clip_values", "_mean_std", "_no_grad", "_norm", "_plain",
     "_purify_jobs", "_sample_ball", "_summary", "_to_float64",
 ]
 
-#: Result keys of the two supported norms (the keys of every per-norm dict in the results).
-NORMS = ("l2", "linf")
-_NORM_NAMES = {"l2": "l2", "2": "l2", "linf": "linf", "inf": "linf"}
+#: Result keys of the two norms the metrics measure, 2 and np.inf (the keys of every per-norm dict in the results).
+NORMS = (norm_label(2), norm_label(np.inf))
+_L2, _LINF = NORMS
 
 #: The JSON conversion of every metric result (one implementation: :func:`art_diffpure._utils.to_jsonable`).
 _plain = to_jsonable
@@ -53,49 +53,43 @@ def _summary(per_image: dict[str, np.ndarray]) -> tuple[dict[str, float], dict[s
 
 # ---------------------------------------------------------------------------------------------- norms
 def _unknown_norm(norm: Any) -> ValueError:
-    return ValueError(f"Unknown norm {norm!r}; expected 2 (or 'l2'), np.inf (or 'inf', 'linf'), "
+    return ValueError(f"Unknown norm {norm!r}; expected 2 (or {_L2!r}), np.inf (or 'inf', {_LINF!r}), "
                       "'both' or a list of those")
 
 
-def _norm_key(norm: Any) -> str:
-    """
-    The result key, ``"l2"`` or ``"linf"``, of one norm. Accepts ART's spelling (``2``, ``np.inf``) and,
-    for backward compatibility, the strings ``"l2"``, ``"inf"`` and ``"linf"`` (case-insensitive).
-    """
-    if isinstance(norm, str):
-        key = _NORM_NAMES.get(norm.lower())
-        if key is None:
-            raise _unknown_norm(norm)
-        return key
-    if isinstance(norm, (int, float, np.integer, np.floating)) and not isinstance(norm, (bool, np.bool_)):
-        if norm == 2:
-            return "l2"
-        if math.isinf(norm) and norm > 0:
-            return "linf"
-    raise _unknown_norm(norm)
+def _metric_norm_label(norm: Any) -> str:
+    """The result key (:func:`~art_diffpure._utils.norm_label`) of one norm the metrics measure: 2 or np.inf."""
+    try:
+        label = norm_label(norm)
+    except ValueError:
+        raise _unknown_norm(norm) from None
+    if label not in NORMS:
+        raise _unknown_norm(norm)
+    return label
 
 
 def _check_norms(norm: Any) -> list[str]:
     """
-    The result keys of ``norm``: one norm (see :func:`_norm_key`), ``"both"`` (``["l2", "linf"]``) or a
-    sequence of norms (duplicates dropped, order kept).
+    The result keys of ``norm``: one norm (2 or np.inf, any spelling of :func:`~art_diffpure._utils.norm_label`),
+    ``"both"`` (:data:`NORMS`) or a sequence of norms (duplicates dropped, order kept).
     """
     if isinstance(norm, str) and norm.lower() == "both":
         return list(NORMS)
     if isinstance(norm, (str, int, float, np.integer, np.floating)):
-        return [_norm_key(norm)]
+        return [_metric_norm_label(norm)]
     try:
         items = list(norm)
     except TypeError:
         raise _unknown_norm(norm) from None
     if not items:
         raise _unknown_norm(norm)
-    return list(dict.fromkeys(_norm_key(n) for n in items))
+    return list(dict.fromkeys(_metric_norm_label(n) for n in items))
 
 
 def _norm(d: np.ndarray, norm: Any) -> np.ndarray:
-    """l2 or l_inf norm (any spelling of :func:`_norm_key`) over the last axis of ``d (..., D)``."""
-    return np.sqrt(np.sum(d * d, axis=-1)) if _norm_key(norm) == "l2" else np.max(np.abs(d), axis=-1)
+    """l2 or l_inf norm (2 or np.inf, any spelling of :func:`~art_diffpure._utils.norm_label`) over the last axis
+    of ``d (..., D)``."""
+    return np.sqrt(np.sum(d * d, axis=-1)) if _metric_norm_label(norm) == _L2 else np.max(np.abs(d), axis=-1)
 
 
 # ---------------------------------------------------------------------------------------------- checks
@@ -130,19 +124,11 @@ def _check_eps(eps: Any) -> float:
     return float(eps)
 
 
-def _check_int(value: Any, name: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
-    return int(value)
-
-
 def _check_seeds(seeds: Any) -> list[int]:
-    seeds = [seeds] if isinstance(seeds, (int, np.integer)) and not isinstance(seeds, bool) else list(seeds)
+    seeds = [seeds] if isinstance(seeds, (int, np.integer)) else list(seeds)  # a bool fails check_int below
     if not seeds:
         raise ValueError("seeds must contain at least one base seed")
-    for s in seeds:
-        _check_int(s, "every seed", 0)
-    return [int(s) for s in seeds]
+    return [check_int(s, "every seed", 0) for s in seeds]
 
 
 def _check_ids(sample_ids: Any, n: int) -> np.ndarray:

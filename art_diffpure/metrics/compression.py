@@ -13,9 +13,10 @@ from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
+from art_diffpure._utils import check_int
 from art_diffpure.metrics._common import (
-    _as_numpy, _check_eps, _check_ids, _check_int, _check_norms, _check_purifier, _check_seeds, _clip_values,
-    _mean_std, _norm, _purify_jobs, _Result, _sample_ball,
+    _as_numpy, _check_eps, _check_ids, _check_norms, _check_purifier, _check_seeds, _clip_values,
+    _L2, _LINF, _mean_std, _norm, _purify_jobs, _Result, _sample_ball,
 )
 
 __all__ = ["CompressionResult", "RankingEntry", "RankingResult", "compression_rate", "rank_by_compression"]
@@ -26,7 +27,8 @@ logger = logging.getLogger(__name__)
 @dataclass
 class CompressionResult(_Result):
     """
-    Compression rates (eq. 10), keyed by norm: ``"l2"`` and/or ``"linf"``, however the norm was spelled.
+    Compression rates (eq. 10), keyed by the norm's label (:func:`~art_diffpure._utils.norm_label`: l2 and/or
+    linf), however the norm was spelled.
 
     :param per_sample: ``(n_images, n_seeds, n_samples)`` rate of every perturbed copy under every seed
         (NaN where the perturbation was zero after clipping).
@@ -76,7 +78,7 @@ def _perturbation_source(purifier: Any, x0_np: np.ndarray, perturbed: Any, eps: 
     """``(copies, k)``: ``copies(i)`` gives the ``k`` perturbed copies ``(k, ...)`` of image ``i``, drawn in order."""
     if perturbed is None:
         eps = _check_eps(eps)
-        n_samples = _check_int(n_samples, "n_samples", 2)
+        n_samples = check_int(n_samples, "n_samples", 2)
         rng = np.random.default_rng(rng_seed)
         clip = _clip_values(purifier)
         return (lambda i: _sample_ball(x0_np[i], eps, n_samples, rng, clip)), n_samples
@@ -132,7 +134,7 @@ def compression_rate(
     eps: float = 8 / 255,
     n_samples: int = 16,
     seeds: int | Sequence[int] = (0,),
-    norm: Any = "l2",
+    norm: Any = 2,
     perturbed: Any = None,
     sample_ids: Sequence[int] | np.ndarray | None = None,
     batch_size: int = 64,
@@ -154,8 +156,9 @@ def compression_rate(
     :param eps: l_inf radius of the sampled neighbourhood (ignored with ``perturbed``).
     :param n_samples: perturbed copies per image (>= 2; ignored with ``perturbed``).
     :param seeds: base seed(s) of the fixed randomness configurations xi.
-    :param norm: used in numerator and denominator: ``2`` or ``np.inf`` (ART's spelling; also ``"l2"``,
-        ``"inf"``, ``"linf"``), ``"both"`` or a list of norms. Results are keyed ``"l2"`` / ``"linf"``.
+    :param norm: used in numerator and denominator: ``2`` or ``np.inf`` (ART's spelling; the strings of
+        :func:`~art_diffpure._utils.parse_norm` too), ``"both"`` or a list of norms. Results are keyed by
+        :func:`~art_diffpure._utils.norm_label` (l2, linf).
     :param perturbed: optional perturbed images ``(n, ...)`` or ``(n, k, ...)``.
     :param sample_ids: sample id of each image (default ``0..n-1``), so xi matches e.g. an attack's.
     :param batch_size: rows per purify call.
@@ -168,7 +171,7 @@ def compression_rate(
     norms = _check_norms(norm)
     seed_list = _check_seeds(seeds)
     ids = _check_ids(sample_ids, n)
-    batch_size = _check_int(batch_size, "batch_size", 1)
+    batch_size = check_int(batch_size, "batch_size", 1)
     copies, n_samples = _perturbation_source(purifier, x0_np, perturbed, eps, n_samples, rng_seed)
     n_seeds = len(seed_list)
     inputs: list[Any] = []
@@ -207,7 +210,7 @@ def rank_by_compression(
     x0: Any,
     eps: float = 8 / 255,
     factory: Callable | None = None,
-    norm: Any = "l2",
+    norm: Any = 2,
     **kwargs: Any,
 ) -> RankingResult:
     """
@@ -221,14 +224,15 @@ def rank_by_compression(
     :param x0: clean images.
     :param eps: l_inf radius of the neighbourhood.
     :param factory: optional callable building a purifier from a configuration.
-    :param norm: one norm, ``2`` or ``np.inf`` (ART's spelling; also ``"l2"``, ``"inf"``, ``"linf"``);
-        ``RankingResult.norm`` is its result key ``"l2"`` or ``"linf"``.
+    :param norm: one norm, ``2`` or ``np.inf`` (ART's spelling; the strings of
+        :func:`~art_diffpure._utils.parse_norm` too); ``RankingResult.norm`` is its result key
+        (:func:`~art_diffpure._utils.norm_label`: l2 or linf).
     :param kwargs: passed to :func:`compression_rate` (``n_samples``, ``seeds``, ``batch_size``, ...);
         the same ``rng_seed`` gives every configuration the same perturbations.
     """
     norms = _check_norms(norm)
     if len(norms) != 1:
-        raise ValueError("rank_by_compression ranks by one norm: 2 ('l2') or np.inf ('linf')")
+        raise ValueError(f"rank_by_compression ranks by one norm: 2 ({_L2!r}) or np.inf ({_LINF!r})")
     items = list(configs.items()) if isinstance(configs, dict) else [(None, c) for c in configs]
     if not items:
         raise ValueError("configs is empty")

@@ -5,7 +5,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from art_diffpure.metrics._common import _as_numpy, _check_int
+from art_diffpure._utils import check_int
+from art_diffpure.metrics._common import _as_numpy
 
 __all__ = ["feature_fid", "feature_fid_from_model"]
 
@@ -64,6 +65,6 @@ def feature_fid_from_model(model_features_fn: Callable, x_a: Any, x_b: Any, batc
     :param x_b: images ``(n_b, ...)``.
     :param batch_size: images per call.
     """
-    batch_size = _check_int(batch_size, "batch_size", 1)
+    batch_size = check_int(batch_size, "batch_size", 1)
     return feature_fid(_model_features(model_features_fn, x_a, "x_a", batch_size),
                        _model_features(model_features_fn, x_b, "x_b", batch_size))

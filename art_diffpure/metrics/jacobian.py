@@ -9,8 +9,9 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 from tqdm.auto import tqdm
 
+from art_diffpure._utils import check_int
 from art_diffpure.metrics._common import (
-    _as_numpy, _call_purify, _check_ids, _check_int, _check_purifier, _clip_values, _Result, _summary,
+    _as_numpy, _call_purify, _check_ids, _check_purifier, _clip_values, _Result, _summary,
 )
 
 __all__ = ["JACOBIAN_BACKENDS", "JACOBIAN_METHODS", "JacobianResult", "jacobian_spectrum"]
@@ -177,7 +178,7 @@ def _resolve_backend(purifier: Any, method: str, backend: str, k: Any, fd_step: 
     if method == "randomized":
         if backend != "autograd":
             raise ValueError("method='randomized' needs the autograd backend (a differentiable purifier)")
-        k = _check_int(k, "k", 1)
+        k = check_int(k, "k", 1)
     if backend == "finite_difference" and (not math.isfinite(fd_step) or fd_step <= 0):
         raise ValueError(f"fd_step must be positive, got {fd_step!r}")
     return backend, k
@@ -242,9 +243,9 @@ def jacobian_spectrum(
     _check_purifier(purifier)
     x0_np, template = _as_numpy(x0, "x0")
     n, d = len(x0_np), int(np.prod(x0_np.shape[1:]))
-    seed = _check_int(seed, "seed", 0)
+    seed = check_int(seed, "seed", 0)
     ids = _check_ids(sample_ids, n)
-    batch_size = _check_int(batch_size, "batch_size", 1)
+    batch_size = check_int(batch_size, "batch_size", 1)
     backend, k = _resolve_backend(purifier, method, backend, k, fd_step)
     rng = np.random.default_rng(rng_seed)
     clip = _clip_values(purifier)

@@ -12,8 +12,9 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
+from art_diffpure._utils import check_int
 from art_diffpure.metrics._common import (
-    _as_numpy, _check_eps, _check_ids, _check_int, _check_purifier, _clip_values, _purify_jobs, _Result,
+    _as_numpy, _check_eps, _check_ids, _check_purifier, _clip_values, _purify_jobs, _Result,
     _sample_ball, _summary,
 )
 from art_diffpure.randomness import eot_seeds
@@ -112,11 +113,11 @@ def _grid(purifier: Any, x0: Any, eps: float, n_inputs: int, n_seeds: int, seed:
     x0_np, template = _as_numpy(x0, "x0")
     n = x0_np.shape[0]
     eps = _check_eps(eps)
-    n_inputs = _check_int(n_inputs, "n_inputs", 2)
-    n_seeds = _check_int(n_seeds, "n_seeds", 2)
-    seed = _check_int(seed, "seed", 0)
+    n_inputs = check_int(n_inputs, "n_inputs", 2)
+    n_seeds = check_int(n_seeds, "n_seeds", 2)
+    seed = check_int(seed, "seed", 0)
     ids = _check_ids(sample_ids, n)
-    batch_size = _check_int(batch_size, "batch_size", 1)
+    batch_size = check_int(batch_size, "batch_size", 1)
     rng = np.random.default_rng(rng_seed)
     clip = _clip_values(purifier)
     seeds = np.asarray(eot_seeds(seed, n_seeds), dtype=np.int64)

@@ -8,8 +8,9 @@ from typing import Any, Sequence
 import numpy as np
 from tqdm.auto import tqdm
 
+from art_diffpure._utils import check_int
 from art_diffpure.metrics._common import (
-    _as_numpy, _check_ids, _check_int, _check_purifier, _clip_values, _no_grad, _norm, _Result, _summary,
+    _L2, _LINF, _as_numpy, _check_ids, _check_purifier, _clip_values, _no_grad, _norm, _Result, _summary,
     _to_float64,
 )
 
@@ -147,11 +148,11 @@ def _max_index(purifier: Any, n_states: int, l2_traj: np.ndarray) -> int:
 def _stage_distances(states: dict[str, np.ndarray], ref: np.ndarray, data_range: float, ssim_window: int | None,
                      channels_first: bool) -> dict[str, dict[str, np.ndarray]]:
     """``{metric: {stage: (n,)}}`` l2, l_inf and SSIM of every stage's states against ``ref``."""
-    per_image: dict[str, dict[str, np.ndarray]] = {"l2": {}, "linf": {}, "ssim": {}}
+    per_image: dict[str, dict[str, np.ndarray]] = {_L2: {}, _LINF: {}, "ssim": {}}
     for stage, s in states.items():
         d = (s - ref).reshape(len(ref), -1)
-        per_image["l2"][stage] = _norm(d, "l2")
-        per_image["linf"][stage] = _norm(d, "linf")
+        per_image[_L2][stage] = _norm(d, 2)
+        per_image[_LINF][stage] = _norm(d, np.inf)
         per_image["ssim"][stage] = ssim(ref, s, data_range=data_range, window_size=ssim_window,
                                         channels_first=channels_first)
     return per_image
@@ -193,9 +194,9 @@ def trajectory_distances(
         raise ValueError(f"x must have the shape of x0 {x0_np.shape}, got {x_np.shape}")
     x_np = x_np.astype(x0_np.dtype)
     ids = _check_ids(sample_ids, len(x0_np))
-    batch_size = _check_int(batch_size, "batch_size", 1)
+    batch_size = check_int(batch_size, "batch_size", 1)
     if seed is not None:
-        seed = _check_int(seed, "seed", 0)
+        seed = check_int(seed, "seed", 0)
     lo, hi = _clip_values(purifier)
     end, traj = _purify_states(purifier, x_np, template, seed, ids, batch_size, verbose,
                                _supports_trajectory(purifier))
@@ -204,7 +205,7 @@ def trajectory_distances(
     l2_traj = linf_traj = max_index = None
     if traj is not None:  # (T, n, ...)
         diff = (traj - ref[None]).reshape(len(traj), len(ref), -1)
-        l2_traj, linf_traj = _norm(diff, "l2"), _norm(diff, "linf")
+        l2_traj, linf_traj = _norm(diff, 2), _norm(diff, np.inf)
         max_index = _max_index(purifier, len(traj), l2_traj)
         states = {"start": states["start"], "max": traj[max_index], "end": end}
     per_image = _stage_distances(states, ref, hi - lo, ssim_window, bool(getattr(purifier, "channels_first", True)))

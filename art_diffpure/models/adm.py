@@ -29,6 +29,8 @@ from __future__ import annotations
 
 from typing import Any, Iterator
 
+from art_diffpure._utils import check_int
+
 #: Architecture of ``256x256_diffusion_uncond.pt`` (guided-diffusion's ``model_and_diffusion_defaults`` as
 #: used by DiffPure for ImageNet).
 ADM_256_UNCOND = dict(
@@ -59,18 +61,13 @@ def _arch(**arch: Any) -> dict:
     num_head_channels, learn_sigma, in_channels = arch["num_head_channels"], arch["learn_sigma"], arch["in_channels"]
     use_new_attention_order = arch["use_new_attention_order"]
 
-    def _pos_int(name, value):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive int, got {value!r}")
-        return int(value)
-
-    model_channels = _pos_int("model_channels", model_channels)
-    num_res_blocks = _pos_int("num_res_blocks", num_res_blocks)
-    image_size = _pos_int("image_size", image_size)
-    in_channels = _pos_int("in_channels", in_channels)
-    num_head_channels = _pos_int("num_head_channels", num_head_channels)
-    channel_mult = tuple(_pos_int("channel_mult entries", m) for m in channel_mult)
-    attention_resolutions = tuple(_pos_int("attention_resolutions entries", r) for r in attention_resolutions)
+    model_channels = check_int(model_channels, "model_channels", 1)
+    num_res_blocks = check_int(num_res_blocks, "num_res_blocks", 1)
+    image_size = check_int(image_size, "image_size", 1)
+    in_channels = check_int(in_channels, "in_channels", 1)
+    num_head_channels = check_int(num_head_channels, "num_head_channels", 1)
+    channel_mult = tuple(check_int(m, "channel_mult entries", 1) for m in channel_mult)
+    attention_resolutions = tuple(check_int(r, "attention_resolutions entries", 1) for r in attention_resolutions)
     if not channel_mult:
         raise ValueError("channel_mult must not be empty")
     if channel_mult[0] != 1:

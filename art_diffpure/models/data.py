@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from art_diffpure.randomness import DIGITS_SPLIT_SEED as SPLIT_SEED
+
 SPLITS = ("train", "test")
 TEST_SIZE = 0.25
-SPLIT_SEED = 0
 SPLIT_DEFINITION = (
     "sklearn.datasets.load_digits (1797 images, 8x8, values 0..16) divided by 16 to [0, 1], NCHW float32; "
     f"sklearn.model_selection.train_test_split(indices, test_size={TEST_SIZE}, stratify=y, "

@@ -10,19 +10,19 @@ import pytest
 
 from art_diffpure import metrics as M
 from art_diffpure._utils import to_jsonable
-from art_diffpure.metrics._common import _check_norms, _mean_std, _norm, _norm_key, _plain, _Result
+from art_diffpure.metrics._common import _check_norms, _mean_std, _metric_norm_label, _norm, _plain, _Result
 
 
 @pytest.mark.parametrize("norm,key", [(np.inf, "linf"), (float("inf"), "linf"), (np.float32(np.inf), "linf"),
                                       ("inf", "linf"), ("linf", "linf"), ("Linf", "linf"),
                                       (2, "l2"), (2.0, "l2"), (np.int64(2), "l2"), ("l2", "l2"), ("L2", "l2")])
-def test_norm_key_accepts_art_spelling(norm, key):
-    assert _norm_key(norm) == key
+def test_metric_norms_accept_art_spelling(norm, key):
+    assert _metric_norm_label(norm) == key
     assert _check_norms(norm) == [key]
 
 
 @pytest.mark.parametrize("norm", [1, "l1", True, -np.inf, 0, None, "both "])
-def test_norm_key_rejects(norm):
+def test_metric_norms_reject(norm):
     with pytest.raises(ValueError, match="Unknown norm"):
         _check_norms(norm)
 
