@@ -91,7 +91,7 @@ def test_checkpoint_auto_is_decided_once_per_call(images, monkeypatch):
 
 
 def test_device_cuda_n_becomes_the_current_device(monkeypatch):
-    from art_diffpure.models import loading
+    from art_diffpure.commands import inputs as loading
 
     current = []
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)

@@ -111,7 +111,7 @@ def test_backend_follows_the_device_not_the_machine(device, backend, monkeypatch
     monkeypatch.setattr(torch.cuda, "set_device", lambda r: calls.append(("set_device", r)))
     monkeypatch.setattr(dist, "is_initialized", lambda: False)
     monkeypatch.setattr(dist, "init_process_group", lambda backend: calls.append(("init", backend)))
-    assert distributed._init_from_env(None, device) is True
+    assert distributed.init_from_env(None, device) is True
     assert calls == ([("set_device", 1)] if device == "gpu" else []) + [("init", backend)]
 
 
@@ -128,8 +128,8 @@ def test_more_ranks_than_gpus_is_a_clear_error(monkeypatch):
 
 
 def test_module_entry_point_help():
-    """``python -m art_diffpure.evaluations.distributed`` (the README's torchrun target) parses its arguments."""
-    out = subprocess.run([sys.executable, "-m", "art_diffpure.evaluations.distributed", "--help"], capture_output=True,
+    """``python -m art_diffpure.commands.distributed`` (the torchrun target of docs/scaling.md) parses its arguments."""
+    out = subprocess.run([sys.executable, "-m", "art_diffpure.commands.distributed", "--help"], capture_output=True,
                          text=True, timeout=300, check=True)
     assert "--n-images" in out.stdout and "--device" in out.stdout
 

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from art_diffpure.cli import main
-from art_diffpure.reproduce.evaluate import ATTACKS
+from art_diffpure.commands import main
+from art_diffpure.attacks.registry import ATTACKS
 
 # Tiny on purpose: 8 images in batches of 4, t* = 5, PGD-2: two modes x two seeds x two batches = 8 units, ~2 s.
 MODELS = ["--diffusion", "digits", "--classifier", "digits", "--data", "digits"]
@@ -28,7 +28,7 @@ def evaluate(capsys, *args) -> tuple[int, str, str]:
 
 def _subprocess(*args, env=None):
     env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", **(env or {}))
-    return subprocess.run([sys.executable, "-m", "art_diffpure.cli", "evaluate", *args], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "art_diffpure.commands", "evaluate", *args], capture_output=True,
                           text=True, timeout=600, env=env)
 
 

@@ -18,13 +18,13 @@ FIGURES = ["fig1c_trajectory_l2.png", "fig2f_centroid_distances.png", "fig3a_jac
 
 def _run(*args, timeout=900):
     env = dict(os.environ, HF_HUB_OFFLINE="1")
-    return subprocess.run([sys.executable, "-m", "art_diffpure.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "art_diffpure.commands", *args], capture_output=True, text=True,
                           timeout=timeout, env=env)
 
 
 def _main(capsys, *args):
     """``art-diffpure ARGS`` in this process: (exit code, stdout, stderr); argparse's exit is an exit code too."""
-    from art_diffpure import cli
+    from art_diffpure import commands as cli
 
     try:
         code = cli.main([str(a) for a in args])
@@ -45,7 +45,7 @@ DROPPED = "table2_"
 
 def _start(args, log, **env):
     """The CLI in its own process group (its pool workers die with it when the test kills the group)."""
-    return subprocess.Popen([sys.executable, "-m", "art_diffpure.cli", *args], stdout=log, stderr=log,
+    return subprocess.Popen([sys.executable, "-m", "art_diffpure.commands", *args], stdout=log, stderr=log,
                             env=dict(os.environ, HF_HUB_OFFLINE="1", **env), start_new_session=True)
 
 
@@ -131,7 +131,7 @@ def _interrupted_run(out, size, reference):
         from art_diffpure.reproduce.store import FAIL_WRITE_ENV
 
         before = len(_parts(out))
-        full = subprocess.run([sys.executable, "-m", "art_diffpure.cli", *cmd], capture_output=True, text=True,
+        full = subprocess.run([sys.executable, "-m", "art_diffpure.commands", *cmd], capture_output=True, text=True,
                               timeout=900, env=dict(os.environ, HF_HUB_OFFLINE="1", **{FAIL_WRITE_ENV: "1"}))
         log.write(full.stderr)
         assert full.returncode == 1 and "Traceback" not in full.stderr, full.stderr[-4000:]
@@ -155,7 +155,7 @@ def in_process_run(size, tmp_path_factory):
     """One uninterrupted run through ``cli.main`` in this process (its experiments in spawned pool workers)."""
     import torch
 
-    from art_diffpure import cli
+    from art_diffpure import commands as cli
 
     out = tmp_path_factory.mktemp(f"{size}-run")
     threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
@@ -369,7 +369,6 @@ def test_imagenet_experiments_and_report_run_on_tiny_models(tmp_path):
     from conftest import make_purifier, tiny_classifier
 
     from art_diffpure import reproduce as rep
-    from art_diffpure.evaluations.result import EvaluationResult
     from art_diffpure.reproduce import jobs
 
     sizes = rep.Sizes(n_images=4, seeds=(0,), max_iter=2, eot_samples=2, eot_images=2, t_sweep=(), sweep_images=0,

@@ -170,7 +170,7 @@ def test_a_failed_write_leaves_no_partial_unit_and_says_how_to_resume(tmp_path, 
 
 
 def test_a_second_process_on_the_same_directory_stops_at_once(tmp_path, capsys):
-    from art_diffpure import cli
+    from art_diffpure import commands as cli
     from art_diffpure.reproduce.store import DirectoryInUse, directory_in_use
 
     holder = subprocess.Popen([sys.executable, "-c", (
