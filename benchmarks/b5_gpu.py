@@ -207,7 +207,7 @@ def run(args, threads: int) -> dict:
     from art_diffpure.attacks import RandomnessAlignedAttack
     from art_diffpure.models.digits import digits_scheduler
     from art_diffpure.purifier import DiffusionPurifier
-    from art_diffpure.zoo import art_classifier
+    from art_diffpure.models.classifier import art_classifier
     from wideresnet import WideResNet
 
     batch_sizes = [int(v) for v in (args.batch_sizes or ("1,2" if args.smoke else "8,32,64,128")).split(",")]

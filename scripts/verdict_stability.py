@@ -8,7 +8,7 @@ import json
 import os
 import sys
 
-from art_diffpure.evaluations import laws
+from art_diffpure.reproduce import laws
 from art_diffpure.reproduce.render import write_json
 
 

@@ -32,22 +32,22 @@ from typing import Any
 
 import numpy as np
 
+from art_diffpure._utils import parse_norm
 from art_diffpure.attacks.registry import ATTACKS, OPTIONS
 from art_diffpure.commands._common import stopped
 from art_diffpure.commands.inputs import InputError
 from art_diffpure.reproduce.evaluation import (COMMAND, Plan, assemble, figure, make_units, markdown, run_unit,
                                                versions)
+from art_diffpure.randomness import MAX_SEED
+from art_diffpure.samplers import SAMPLERS
 from art_diffpure.reproduce.lifetime import PARENT_PID_ENV, exit_with_parent
 from art_diffpure.reproduce.store import (DirectoryInUse, RunMismatch, RunStore, StoreWriteError, atomic_write,
                                           directory_in_use, exit_cleanly_on_sigterm)
 
 __all__ = ["add_arguments", "plan_attack", "register", "run"]
 
-#: Base seeds below this: the named test draws of :mod:`art_diffpure.evaluations.draws` then stay below 2**32.
-MAX_SEED = 10**9
 FLAGS = {"eps": "--eps", "norm": "--norm", "max_iter": "--max-iter", "step": "--rel-step/--eps-step",
          "restarts": "--restarts", "eot": "--eot"}
-NORMS = {"inf": np.inf, "linf": np.inf, "2": 2, "l2": 2, "1": 1, "l1": 1}
 
 
 # ---------------------------------------------------------------------------------------------- arguments
@@ -78,7 +78,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     m = parser.add_argument_group("models and data")
     m.add_argument("--diffusion", required=True,
                    help="diffusion model: digits (embedded), a local diffusers directory or a hub id")
-    m.add_argument("--sampler", default="ddpm", choices=["ddpm", "reverse", "ddim"], help="default: %(default)s")
+    m.add_argument("--sampler", default="ddpm", choices=list(SAMPLERS), help="default: %(default)s")
     m.add_argument("--t-star", type=int, default=100, help="diffusion steps t* (default: %(default)s, DiffPure's 0.1)")
     m.add_argument("--gradient", default="full", choices=["full", "bpda"],
                    help="gradient through the purifier: exact (full) or identity (bpda) (default: %(default)s)")
@@ -154,7 +154,10 @@ def plan_attack(args: argparse.Namespace) -> Plan:
         if o["max_iter"] < 1:
             raise InputError(f"--max-iter {o['max_iter']}: must be at least 1")
     if "norm" in attack.options:
-        norm = NORMS.get("inf" if args.norm is None else str(args.norm).lower())
+        try:
+            norm = parse_norm("inf" if args.norm is None else args.norm)
+        except ValueError:
+            norm = None
         if norm not in attack.norms:
             raise InputError(f"--norm {args.norm}: {name} takes --norm {' or '.join(map(_norm_flag, attack.norms))}")
         o["norm"] = norm

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from art_diffpure.exceptions import InputError
 from art_diffpure._utils import index_labels
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -42,9 +43,6 @@ LABEL_FILES = ("labels.csv", "labels.txt")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 TORCHSCRIPT_SUFFIXES = (".pt", ".pth", ".ts", ".jit", ".torchscript")
 
-
-class InputError(ValueError):
-    """A user input that cannot work; the message says what is wrong and how to fix it."""
 
 
 @dataclass

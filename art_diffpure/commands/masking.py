@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import argparse
 
-from art_diffpure.chain import SAMPLERS
 from art_diffpure.commands._common import at_least, stopped
+from art_diffpure.samplers import SAMPLERS
 
 __all__ = ["register", "run"]
 

@@ -13,11 +13,12 @@ Evaluations of a (purified) ART classifier, built on the attacks: what the numbe
   the quick checklist ``gradient_masking_diagnostics`` composed of them (gradients measured by
   :mod:`~art_diffpure.evaluations.gradients`);
 - :mod:`~art_diffpure.evaluations.statistics`: intervals over images, paired tests, seed-to-seed spreads;
-- :mod:`~art_diffpure.evaluations.comparisons` and :mod:`~art_diffpure.evaluations.laws`: the accuracies and
-  paired comparisons of a results dict, and the verdicts on the paper's laws C1..C7;
 - :mod:`~art_diffpure.evaluations.compatibility`: the matrix of ART attacks x randomness modes (imported on demand);
-- :mod:`art_diffpure.evaluations.distributed`: ``torch.distributed`` sharding by sample id (not imported here,
-  so that ``python -m art_diffpure.evaluations.distributed`` runs it cleanly).
+- :mod:`art_diffpure.evaluations.distributed`: ``torch.distributed`` sharding by sample id (imported on demand;
+  its ``torchrun`` entry is :mod:`art_diffpure.commands.distributed`).
+
+The verdicts on the paper's laws and the comparisons of a report read its ``results.json`` keys, so they live with
+the report in :mod:`art_diffpure.reproduce`.
 
 Nothing here prints or writes files: every function returns a result object or plain dict.
 """

@@ -25,8 +25,6 @@ __all__ = ["COMMAND", "Plan", "Unit", "assemble", "figure", "make_units", "markd
 
 #: The command whose report this is.
 COMMAND = "art-diffpure evaluate"
-#: Tag of the seed hash that seeds the purifier's own generator per unit (the stochastic mode's fresh noise).
-FRESH_GENERATOR_TAG = 0x5EED
 
 
 @dataclass
@@ -83,7 +81,7 @@ def run_unit(unit: Unit, plan: Plan, classifier: "PyTorchClassifier", x: np.ndar
     from art_diffpure.evaluations.aligned import evaluate_aligned
     from art_diffpure.evaluations.draws import evaluate_draws
     from art_diffpure.purifier import find_purifier
-    from art_diffpure.randomness import seed_hash
+    from art_diffpure.randomness import FRESH_GENERATOR_TAG, seed_hash
 
     pos = np.asarray(unit.positions)
     xb, yb, ids = x[pos], y[pos], sample_ids[pos]

@@ -12,12 +12,14 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
+from art_diffpure.samplers import SAMPLERS
 from art_diffpure.evaluations import statistics
 from art_diffpure.evaluations.result import EvaluationResult
 from art_diffpure.reproduce.jobs import (
     _jobs, _numpy_seed, _predict, _reused_attack, _run_attack, _run_jobs, _sweep_configs, _Timer,
 )
-from art_diffpure.reproduce.presets import REPEATED_DRAW_GENERATOR_SEED, REPEATED_DRAWS, Setting, _nb_classes, rel_step
+from art_diffpure.randomness import REPEATED_DRAW_GENERATOR_SEED
+from art_diffpure.reproduce.presets import REPEATED_DRAWS, Setting, _nb_classes, rel_step
 
 __all__ = ["run_experiments", "run_imagenet_experiments"]
 
@@ -68,7 +70,7 @@ def _setting_record(setting: Setting) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------------- the tables
 def _undefended(setting: Setting) -> dict[str, Any]:
     """PGD against the classifier alone."""
-    from art_diffpure.zoo import art_classifier
+    from art_diffpure.models.classifier import art_classifier
     from art.attacks.evasion import ProjectedGradientDescent
 
     s, x, y = setting.sizes, setting.x, setting.y
@@ -195,7 +197,7 @@ def _tables_6_and_1(setting: Setting, timer: _Timer, ddpm, table2: dict[str, Any
                     done: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], dict[str, np.ndarray]]:
     """Table 6 and Table 1 per sampler at t*, on the aligned attack of the first seed: (table6, table1, fig1c)."""
     table6, table1, fig1c = {}, {}, {}
-    for sampler in ("ddpm", "reverse", "ddim"):
+    for sampler in SAMPLERS:
         purifier = ddpm if sampler == "ddpm" else setting.make_purifier(sampler, setting.t_star, 0, setting.gradient)
         with timer(f"table6 {sampler}"):
             if sampler == "ddpm":
@@ -242,7 +244,7 @@ def _fig3b(setting: Setting, sweep: dict[tuple[str, int], dict[str, Any]]) -> di
     from scipy.optimize import OptimizeWarning
 
     from art_diffpure import metrics
-    from art_diffpure.evaluations import laws
+    from art_diffpure.reproduce import laws
 
     s = setting.sizes
     points = [(row["compression"], row["aligned_robust_accuracy"], f"{k} t*={t}") for (k, t), row in sweep.items()]
@@ -273,9 +275,9 @@ def _fig3b(setting: Setting, sweep: dict[tuple[str, int], dict[str, Any]]) -> di
 
 def judge(res: dict[str, Any]) -> None:
     """Intervals, paired comparisons and the verdicts on the laws (statistics only: no model calls), into ``res``."""
-    from art_diffpure.evaluations import laws
+    from art_diffpure.reproduce import laws
 
-    from art_diffpure.evaluations import post_hoc
+    from art_diffpure.reproduce import post_hoc
 
     evaluation = laws.evaluate(res)
     res["statistics"] = {k: evaluation[k] for k in ("accuracies", "comparisons", "thresholds")}

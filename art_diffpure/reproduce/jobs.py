@@ -16,6 +16,7 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
+from art_diffpure.samplers import SAMPLERS
 from art_diffpure.reproduce.presets import Setting, _nb_classes, build_setting, rel_step
 
 __all__ = ["Job", "cpu_threads", "n_processes"]
@@ -55,7 +56,7 @@ class _Timer:
 
 def _classifier(setting: Setting, purifier):
     """The setting's classifier behind ``purifier`` as an ART classifier."""
-    from art_diffpure.zoo import art_classifier
+    from art_diffpure.models.classifier import art_classifier
 
     return art_classifier(setting.model, setting.x.shape[1:], _nb_classes(setting), purifier=purifier,
                           device_type="cpu" if setting.device == "cpu" else "gpu")
@@ -146,7 +147,7 @@ def _jobs(setting: Setting) -> list[Job]:
                     sampler=sampler, t_star=t, randomness="aligned", seed=seed, n=s.sweep_images)))
     jobs += [("table5 gradients", "gradient_correlation", {}), ("fig3a", "jacobian", {})]
     jobs += [(f"table6 {k} compression", "compression", dict(sampler=k, t_star=t_star, n=s.n_images))
-             for k in ("ddpm", "reverse", "ddim")]
+             for k in SAMPLERS]
     jobs += [(f"sweep {k} t*={t} compression", "compression", dict(sampler=k, t_star=t, n=s.sweep_images))
              for k, t in _sweep_configs(setting)]
     return jobs

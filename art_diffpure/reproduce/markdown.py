@@ -9,7 +9,8 @@ from typing import Any
 
 from art_diffpure.reproduce import render as rp
 from art_diffpure.reproduce import sections as sec
-from art_diffpure.reproduce.presets import REPEATED_DRAW_GENERATOR_SEED, REPEATED_DRAWS
+from art_diffpure.randomness import REPEATED_DRAW_GENERATOR_SEED
+from art_diffpure.reproduce.presets import REPEATED_DRAWS
 from art_diffpure.reproduce.sections import acc_cell
 
 __all__ = ["imagenet_markdown", "markdown"]
@@ -61,7 +62,7 @@ def _md_caveat(r: dict[str, Any]) -> list[str]:
 def _md_laws(r: dict[str, Any]) -> list[str]:
     """The C1..C7 table, with the warnings and the two side statements the paper's Table 2 invites."""
     out = ["## The paper's laws: verdicts", "",
-           "Each threshold is a constant in `art_diffpure/evaluations/laws.py` (when it was written: see Disclosure). "
+           "Each threshold is a constant in `art_diffpure/reproduce/laws.py` (when it was written: see Disclosure). "
            "One rule for every law: *holds*: the 95% interval (and for accuracy comparisons the exact McNemar test, "
            "seed 0; for C7 Spearman's test) clears the threshold in the paper's direction; *does not hold*: the "
            "interval lies entirely on the other side; *inconclusive at this n*: anything else. A point estimate "
@@ -91,7 +92,7 @@ def _md_laws(r: dict[str, Any]) -> list[str]:
         if c:
             out.append(f"- {text}: {_cmp_text(c)}.")
     out += _md_post_hoc(r)
-    from art_diffpure.evaluations.laws import ALPHA
+    from art_diffpure.reproduce.laws import ALPHA
 
     for family, what in (("table6", "Sampler ranking (Table 6)"), ("table7 ddpm", "t* sweep, DDPM (Table 7)"),
                          ("table7 reverse", "t* sweep, reverse (Table 7)")):
@@ -168,7 +169,7 @@ def _md_disclosure(r: dict[str, Any]) -> list[str]:
              "the base seeds, every size (`Sizes` presets in `art_diffpure/reproduce/presets.py`), the attack "
              "(PGD, Linf, one random start, step keeping 4/3 eps of total travel), the number of repeated test draws "
              f"({REPEATED_DRAWS}, generator seeds {REPEATED_DRAW_GENERATOR_SEED}+k) and every threshold of the "
-             "verdicts (`art_diffpure/evaluations/laws.py`). Nothing in the run reads its own results to change a setting.",
+             "verdicts (`art_diffpure/reproduce/laws.py`). Nothing in the run reads its own results to change a setting.",
              "- **eps**: 0.2, by the rule stated when the models were trained (2026-11-21, "
              "`art_diffpure/weights/provenance.json`): the smallest budget of the sweep at which undefended PGD-40 "
              "leaves at most 10% accuracy (2.2% at 0.2).",

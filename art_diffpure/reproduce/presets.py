@@ -12,12 +12,10 @@ from typing import Any, Callable
 
 import numpy as np
 
-__all__ = ["DIGITS_DEFAULT", "DIGITS_QUICK", "REPEATED_DRAWS", "REPEATED_DRAW_GENERATOR_SEED", "PresetUnavailable",
+from art_diffpure.exceptions import PresetUnavailable
+__all__ = ["DIGITS_DEFAULT", "DIGITS_QUICK", "REPEATED_DRAWS", "PresetUnavailable",
            "Setting", "Sizes", "build_setting", "cifar10_setting", "digits_setting", "imagenet_setting", "rel_step"]
 
-
-class PresetUnavailable(RuntimeError):
-    """A preset's weights, data or device are missing; the message says what and how to provide it."""
 
 
 @dataclass(frozen=True)
@@ -79,9 +77,9 @@ class Setting:
 
 # Robustness over repeated test draws (DiffHammer's N-evaluation, ADDT's fixed-draw evaluation), fixed before any
 # run: the stochastic defence's PGD examples (Table 2, seed 0) are tested under REPEATED_DRAWS independent fresh
-# draws; draw k reseeds the purifier's own fresh-noise generator with REPEATED_DRAW_GENERATOR_SEED + k.
+# draws; draw k reseeds the purifier's own fresh-noise generator with REPEATED_DRAW_GENERATOR_SEED + k
+# (art_diffpure.randomness).
 REPEATED_DRAWS = 10
-REPEATED_DRAW_GENERATOR_SEED = 20_000
 
 # ---------------------------------------------------------------------------------------------- presets
 # Sized to the budget of 2 CPU cores: one image through one PGD step at t*=100 (forward and backward through 100
@@ -228,7 +226,7 @@ def cifar10_setting(args) -> Setting:
         raise PresetUnavailable("missing " + "; ".join(missing))
     from art_diffpure.models.data import load_cifar10_batch
     from art_diffpure.purifier import DiffusionPurifier
-    from art_diffpure.zoo import load_robustbench_model
+    from art_diffpure.models.robustbench import load_robustbench_model
 
     n = args.n_images or 1000
     x, y = load_cifar10_batch(os.path.join(data, "test_batch"))

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from art_diffpure.samplers import SAMPLERS
 from art_diffpure.reproduce import render as rp
 from art_diffpure.evaluations import statistics
 from art_diffpure.reproduce.paper import PAPER
@@ -35,7 +36,7 @@ def _corr_cell(item: dict[str, Any]) -> str:
     """A Table 5 correlation: mean±std over images, then the 95% bootstrap interval of the mean."""
     iv = None
     if item.get("per_sample") is not None:
-        from art_diffpure.evaluations.laws import _per_image_interval
+        from art_diffpure.reproduce.laws import _per_image_interval
         iv = _per_image_interval(item["per_sample"])
     return f"{rp.fmt((item['mean'], item['std']), 4)} {rp.fmt_interval(iv) if iv else ''}".strip()
 
@@ -104,7 +105,7 @@ def md_table5(r: dict[str, Any]) -> list[str]:
 
 def _samplers(table: dict[str, Any]) -> list[str]:
     """A per-sampler table's keys in the paper's order (DDPM, reverse-only, DDIM), whatever the dict's order."""
-    order = ("ddpm", "reverse", "ddim")
+    order = SAMPLERS
     return sorted(table, key=lambda k: (order.index(k) if k in order else len(order), k))
 
 

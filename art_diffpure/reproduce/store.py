@@ -33,6 +33,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from art_diffpure.exceptions import DirectoryInUse, RunMismatch, StoreWriteError, UnreadableUnit
 __all__ = ["DirectoryInUse", "RunMismatch", "RunStore", "StoreWriteError", "UnreadableUnit", "atomic_write", "claimed",
            "decode_unit", "directory_in_use", "encode_unit", "exit_cleanly_on_sigterm", "fingerprint"]
 
@@ -49,20 +50,8 @@ UNIT_SUFFIX = ".npz"
 SET_ASIDE = ".unreadable"
 
 
-class DirectoryInUse(RuntimeError):
-    """Another live process runs a command on the same output directory."""
 
 
-class StoreWriteError(RuntimeError):
-    """A unit or report file could not be written (disk full, read-only directory, ...)."""
-
-
-class UnreadableUnit(ValueError):
-    """A unit file that is not a unit this store can read safely."""
-
-
-class RunMismatch(RuntimeError):
-    """The output directory holds a run made with other settings (or not by this tool)."""
 
 
 def fingerprint(settings: Any) -> str:

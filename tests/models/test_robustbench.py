@@ -1,4 +1,4 @@
-"""RobustBench classifiers (art_diffpure.models.robustbench, re-exported by art_diffpure.zoo) behind a purifier."""
+"""RobustBench classifiers (art_diffpure.models.robustbench) behind a purifier."""
 from __future__ import annotations
 
 import numpy as np
@@ -32,16 +32,6 @@ def test_robustbench_missing_checkpoint_is_clear(tmp_path):
 
     with pytest.raises(FileNotFoundError, match="Standard.pt"):
         load_robustbench_model("Standard", model_dir=str(tmp_path))
-
-
-def test_zoo_is_a_thin_re_export():
-    from art_diffpure import zoo
-    from art_diffpure.models import classifier, robustbench
-
-    assert zoo.robustbench_art_classifier is robustbench.robustbench_art_classifier
-    assert zoo.load_robustbench_model is robustbench.load_robustbench_model
-    assert zoo.import_robustbench is robustbench.import_robustbench
-    assert zoo.art_classifier is classifier.art_classifier
 
 
 def test_unknown_dataset_is_refused(tmp_path):

@@ -1,8 +1,8 @@
-"""Post-hoc analyses beside the laws (art_diffpure.evaluations.post_hoc): shape of the compression law, other claims."""
+"""Post-hoc analyses beside the laws (art_diffpure.reproduce.post_hoc): shape of the compression law, other claims."""
 import numpy as np
 
-from art_diffpure.evaluations import post_hoc
-from art_diffpure.evaluations.laws import DOES_NOT_HOLD, HOLDS, INCONCLUSIVE
+from art_diffpure.reproduce import post_hoc
+from art_diffpure.reproduce.laws import DOES_NOT_HOLD, HOLDS, INCONCLUSIVE
 
 
 def _points(c, a, labels=None):

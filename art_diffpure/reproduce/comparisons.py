@@ -3,7 +3,7 @@ Every accuracy of a results dict (``art-diffpure reproduce``'s ``results.json``)
 images, and every paired comparison the report draws (A - B on the same images, with a paired bootstrap
 interval, the exact McNemar test and Holm's adjustment within each family); numpy and scipy only.
 
-:mod:`art_diffpure.evaluations.laws` turns these into the C1..C7 verdicts.
+:mod:`art_diffpure.reproduce.laws` turns these into the C1..C7 verdicts.
 """
 from __future__ import annotations
 
@@ -13,13 +13,13 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from art_diffpure.samplers import SAMPLERS
 from art_diffpure.evaluations import statistics as st
 from art_diffpure.evaluations.statistics import DEFAULT_N_BOOT
 
 __all__ = ["SAMPLERS", "accuracy_summaries", "paired_comparisons"]
 
 #: The samplers of Tables 1 and 6, in report order.
-SAMPLERS = ("ddpm", "reverse", "ddim")
 
 
 # ---------------------------------------------------------------------------------------------- helpers

@@ -96,14 +96,14 @@ def _f(v: float | None) -> str:
 
 
 def _verdict_at_least(interval: dict[str, Any] | None, threshold: float) -> str:
-    from art_diffpure.evaluations.laws import _above
+    from art_diffpure.reproduce.laws import _above
 
     return _above(interval, threshold)
 
 
 def other_claims(r: dict[str, Any], seed: int = 0) -> list[dict[str, Any]]:
     """Post-hoc verdicts for the Jacobian claim (Fig. 3a) and the Fig. 3b extrapolation, by the laws' rule."""
-    from art_diffpure.evaluations.laws import DOES_NOT_HOLD, HOLDS, INCONCLUSIVE, N_BOOT
+    from art_diffpure.reproduce.laws import DOES_NOT_HOLD, HOLDS, INCONCLUSIVE, N_BOOT
 
     out = []
     sv = (r.get("fig3a") or {}).get("singular_values")

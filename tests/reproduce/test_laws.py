@@ -1,11 +1,11 @@
-"""Verdicts on the paper's laws (art_diffpure.evaluations.laws, .comparisons) from synthetic results dicts."""
+"""Verdicts on the paper's laws (art_diffpure.reproduce.laws, .comparisons) from synthetic results dicts."""
 import json
 
 import numpy as np
 import pytest
 
-from art_diffpure.evaluations import comparisons, laws
-from art_diffpure.evaluations.laws import DOES_NOT_HOLD, HOLDS, INCONCLUSIVE
+from art_diffpure.reproduce import comparisons, laws
+from art_diffpure.reproduce.laws import DOES_NOT_HOLD, HOLDS, INCONCLUSIVE
 
 
 def _correct(acc, n, seed):

@@ -1,6 +1,6 @@
 """
 A verdict for each of the paper's laws C1..C7, computed from a plain results dict (``art-diffpure reproduce``'s
-``results.json``) with the intervals and paired comparisons of :mod:`art_diffpure.evaluations.comparisons`;
+``results.json``) with the intervals and paired comparisons of :mod:`art_diffpure.reproduce.comparisons`;
 numpy and scipy only, no torch.
 
 Every threshold below is a module-level constant, written into the code before the run whose report applies it
@@ -20,7 +20,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from art_diffpure.evaluations import statistics as st
-from art_diffpure.evaluations.comparisons import SAMPLERS, _get, accuracy_summaries, paired_comparisons
+from art_diffpure.reproduce.comparisons import SAMPLERS, _get, accuracy_summaries, paired_comparisons
 
 __all__ = [
     "ALPHA",
