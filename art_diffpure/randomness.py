@@ -5,17 +5,16 @@ seed ``s`` comes from its own CPU generator seeded with ``hash(s, i, 2t)`` (forw
 (reverse), ``hash(s, i, t) = ((p_s s) XOR (p_i i) XOR (p_t t)) mod 2**32``; ``i`` is the sample's own id, never
 its position in a batch, and no global RNG is touched. The same values on every device.
 
-ART rebuilds and copies estimators freely (APGD builds a new ``PyTorchClassifier`` from the same
-preprocessor objects, AutoAttack keeps sub-attacks on the estimator it was given and subsets ``x``,
-``estimator_orig`` holds yet another reference). The one thing that survives all of that is the
-preprocessor object, so the state that decides a purification's noise lives on the
-:class:`~art_diffpure.DiffusionPurifier` as a :class:`RandomnessControl`, installed by
-:class:`~art_diffpure.RandomnessAlignedAttack` for the length of an attack. Every purifier call made
-while a control is installed anywhere in the process is either run under it (and counted), or raises.
+ART rebuilds and copies estimators freely (APGD builds a new ``PyTorchClassifier`` from the same preprocessor
+objects, AutoAttack keeps sub-attacks on the estimator it was given and subsets ``x``). Only the preprocessor object
+survives all of that, so the state that decides a purification's noise lives on the purifier as a
+:class:`RandomnessControl`, installed by :class:`~art_diffpure.RandomnessAlignedAttack` for the length of an
+attack. Every purifier call made while a control is installed anywhere in the process runs under it (and is
+counted), or raises.
 
-Row identity. Noise is seeded per *sample id*, so every row of every call must be mapped to the
-sample it belongs to. ART attacks hand over the batch, subsets of it, random restarts, or black-box
-queries. A row is identified with certainty when either
+Row identity. Noise is seeded per *sample id*, so every row of every call must be mapped to its sample. ART
+attacks hand over the batch, subsets of it, random restarts, or black-box queries. A row is identified with
+certainty when either
 
 - the control holds a single sample (every query made while attacking it belongs to it), or
 - the attack promises a perturbation bound ``b`` (Linf distance; an ``L2`` or ``L1`` ball of radius

@@ -12,6 +12,7 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
+from art_diffpure._utils import norm_label
 from art_diffpure.samplers import SAMPLERS
 from art_diffpure.evaluations import statistics
 from art_diffpure.evaluations.result import EvaluationResult
@@ -189,7 +190,7 @@ def _table1_row(setting: Setting, purifier, report: dict[str, Any],
            "attack": f"aligned PGD, seed {s.seeds[0]} (the Table 6 attack)",
            "adv_correct": list(report["adv_correct"]),
            "per_image": {m: {k: np.asarray(traj.per_image[m][k]).tolist() for k in ("start", "end")}
-                         for m in ("l2", "linf", "ssim")}}
+                         for m in (norm_label(2), norm_label(np.inf), "ssim")}}
     return row, np.asarray(traj.l2_trajectory).mean(axis=1)
 
 

@@ -1,13 +1,19 @@
 """The paper's reference numbers (Liu & Wei 2025, CIFAR-10 unless said), shown beside ours in the report."""
 from __future__ import annotations
 
+import numpy as np
+
+from art_diffpure._utils import norm_label
+
 __all__ = ["PAPER"]
+
+_L2, _LINF = norm_label(2), norm_label(np.inf)
 
 # The paper's CIFAR-10 numbers (Liu & Wei 2025), shown beside ours for reference; ImageNet's at the end.
 PAPER = {
-    "table1": {"ddpm": {"l2": (1.077, 3.641), "linf": (0.031, 0.316), "ssim": (0.965, 0.796), "fid": (0.226, 0.120)},
-               "reverse": {"l2": (1.149, 3.078), "linf": (0.031, 0.270), "ssim": (0.965, 0.837), "fid": (0.209, 0.183)},
-               "ddim": {"l2": (1.080, 2.810), "linf": (0.031, 0.242), "ssim": (0.964, 0.869), "fid": (0.234, 0.104)}},
+    "table1": {"ddpm": {_L2: (1.077, 3.641), _LINF: (0.031, 0.316), "ssim": (0.965, 0.796), "fid": (0.226, 0.120)},
+               "reverse": {_L2: (1.149, 3.078), _LINF: (0.031, 0.270), "ssim": (0.965, 0.837), "fid": (0.209, 0.183)},
+               "ddim": {_L2: (1.080, 2.810), _LINF: (0.031, 0.242), "ssim": (0.964, 0.869), "fid": (0.234, 0.104)}},
     "table2": {"stochastic": {"clean": "86.0±0.8%", "pgd": "71.9±0.2%", "pgd_eot": "59.3%"},
                "aligned": {"clean": "85.8±0.4%", "pgd": "23.7±0.7%", "pgd_eot": "–"}},
     "table4": "77.4±0.36%",

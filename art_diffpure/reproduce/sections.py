@@ -6,10 +6,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from art_diffpure.samplers import SAMPLERS
-from art_diffpure.reproduce import render as rp
+import numpy as np
+
+from art_diffpure._utils import norm_label
 from art_diffpure.evaluations import statistics
+from art_diffpure.reproduce import render as rp
 from art_diffpure.reproduce.paper import PAPER
+from art_diffpure.samplers import SAMPLERS
 
 __all__ = ["acc_cell", "md_diagnostics", "md_fig3b", "md_imagenet_table3", "md_imagenet_tableS2",
            "md_neighbourhood", "md_repeated_draws", "md_robustness_curve", "md_table1", "md_table2", "md_table4",
@@ -114,13 +117,14 @@ def md_table1(r: dict[str, Any]) -> list[str]:
     t1 = r["table1"]
     c1 = next((law for law in r.get("laws", []) if law["law"] == "C1"), None)
     lines = ["", "## Table 1: distances to the clean images before → after purification (aligned PGD inputs)", "",
-             rp.table(["Sampling", "l2", "l2 increase [95%]", "linf", "SSIM", "feature-FID", "paper l2",
+             rp.table(["Sampling", norm_label(2), f"{norm_label(2)} increase [95%]", norm_label(np.inf), "SSIM",
+                       "feature-FID", "paper l2",
                        "paper linf", "paper SSIM", "paper FID"],
                       [[k, f"{rp.fmt(t1[k]['mean']['l2']['start'])} → {rp.fmt(t1[k]['mean']['l2']['end'])}",
                         (lambda iv: f"{iv['estimate']:+.3f} {rp.fmt_interval(iv, signed=True)}" if iv else "–")(
                             (c1 or {}).get("per_sampler", {}).get(k, {}).get("increase")),
                         *(f"{rp.fmt(t1[k]['mean'][m]['start'])} → {rp.fmt(t1[k]['mean'][m]['end'])}"
-                          for m in ("linf", "ssim")),
+                          for m in (norm_label(np.inf), "ssim")),
                         f"{rp.fmt(t1[k]['fid'][0])} → {rp.fmt(t1[k]['fid'][1])}" + (" ¹" if t1[k].get("fid_warnings")
                                                                                      else ""),
                         *(f"{a} → {b}" for a, b in PAPER["table1"][k].values())] for k in _samplers(t1)])]
@@ -279,7 +283,7 @@ def md_imagenet_table3(r: dict[str, Any]) -> list[str]:
 def md_imagenet_tableS2(r: dict[str, Any]) -> list[str]:
     """Table S2: distances to the clean images during DiffPure (BPDA and BPDA-EOT inputs)."""
     rows = []
-    for metric in ("l2", "linf"):
+    for metric in (norm_label(2), norm_label(np.inf)):
         for name, t in r["tableS2"].items():
             rows.append([metric, name, *(rp.fmt((t["mean"][metric][k], t["std"][metric][k]))
                                          for k in ("start", "max", "end"))])
