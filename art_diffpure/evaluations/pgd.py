@@ -117,13 +117,15 @@ def run_pgd(classifier: "PyTorchClassifier", x: np.ndarray, y: np.ndarray, eps: 
                 eot_samples=eot_samples if mode == "eot" else 1, eps=eps, eps_step=eps_step,
                 max_iter=int(max_iter), num_random_init=int(num_random_init), batch_size=int(batch_size))
             result = evaluate_aligned(attack, x, labels)
-        if attack_factory is None:
-            from art.attacks.evasion import ProjectedGradientDescent
-
-            attack = ProjectedGradientDescent(classifier, norm=np.inf, eps=eps, eps_step=eps_step, max_iter=max_iter,
-                                              num_random_init=num_random_init, batch_size=batch_size, verbose=False)
         else:
-            attack = attack_factory(classifier)
-        result = _plain_attack(classifier, attack, x, labels, batch_size)
+            if attack_factory is None:
+                from art.attacks.evasion import ProjectedGradientDescent
+
+                attack = ProjectedGradientDescent(classifier, norm=np.inf, eps=eps, eps_step=eps_step,
+                                                  max_iter=max_iter, num_random_init=num_random_init,
+                                                  batch_size=batch_size, verbose=False)
+            else:
+                attack = attack_factory(classifier)
+            result = _plain_attack(classifier, attack, x, labels, batch_size)
     report = result.to_dict()
     return {k: report[k] for k in ("robust_accuracy", "clean_accuracy", "success", "adv_correct", "clean_correct")}

@@ -50,3 +50,24 @@ def test_default_step_is_the_protocol_rule():
     classifier = as_classifier(plain_model(), x)
     default = run_pgd(classifier, x, y, 0.1, max_iter=3)
     assert default == run_pgd(classifier, x, y, 0.1, max_iter=3, rel_step=rel_step(3))
+
+
+def test_a_purified_classifier_is_attacked_by_the_aligned_wrapper_in_the_mode_asked_for(monkeypatch):
+    """With a purifier, each mode is RandomnessAlignedAttack in that mode (never a plain ART attack on the chain)."""
+    from art_diffpure.attacks.randomness_aligned import RandomnessAlignedAttack
+    from art_diffpure.evaluations import pgd
+    from art_diffpure.evaluations.aligned import evaluate_aligned
+
+    def plain(*args, **kwargs):
+        raise AssertionError("a purified classifier went down the plain attack's path")
+
+    monkeypatch.setattr(pgd, "_plain_attack", plain)
+    classifier, purifier, x, y, _ = digits_setup(t_star=3, n=6)
+    for mode in ("aligned", "transfer"):
+        got = run_pgd(classifier, x, y, 0.3, mode, max_iter=2, seed=4)
+        with numpy_seeded(4):
+            attack = RandomnessAlignedAttack(classifier, randomness=mode, seed=4, eps=0.3, eps_step=rel_step(2) * 0.3,
+                                             max_iter=2, num_random_init=1, batch_size=32)
+            want = evaluate_aligned(attack, x, y).to_dict()
+        assert got == {k: want[k] for k in got}, mode
+        assert attack.last_audit.ok and attack.last_audit.to_dict()["rows_intended"] > 0
