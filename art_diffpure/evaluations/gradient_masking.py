@@ -377,8 +377,19 @@ def gradient_masking_diagnostics(
     purifier, n, m = find_purifier(classifier), len(x), min(len(x), n_gradient_samples)
     lo, hi = classifier.clip_values if classifier.clip_values is not None else (0.0, 1.0)
     rel_step = protocol_rel_step(max_iter) if rel_step is None else float(rel_step)
-    pgd = functools.partial(run_pgd, classifier, x, labels, mode="aligned", rel_step=rel_step, seed=seed,
+    run = functools.partial(run_pgd, classifier, x, labels, mode="aligned", rel_step=rel_step, seed=seed,
                             batch_size=batch_size)
+    done: dict[tuple, dict[str, Any]] = {}
+
+    def pgd(e: float, max_iter: int, num_random_init: int = 1, **kw) -> dict[str, Any]:
+        """One aligned run; a run is deterministic, so the checks that ask for the same one share it."""
+        if kw:
+            return run(e, max_iter=max_iter, num_random_init=num_random_init, **kw)
+        key = (float(e), int(max_iter), int(num_random_init))
+        if key not in done:
+            done[key] = run(e, max_iter=max_iter, num_random_init=num_random_init)
+        return done[key]
+
     budgets = [float(f) * float(hi - lo) for f in large_eps]
     chance = 1.0 / classifier.nb_classes
     # Measure (attacks first, then gradients) ...

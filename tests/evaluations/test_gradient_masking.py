@@ -335,3 +335,22 @@ def test_processes_sharing_an_output_directory_split_the_parts(tmp_path, monkeyp
                              make_classifier=lambda s, g: None, data=(x, y), progress=False, attack=False)
     assert res["samplers"]["ddpm"]["pending"] == [] and res["samplers"]["ddpm"]["overall"] != "incomplete"
     assert res["samplers"]["ddpm"]["robust_accuracy"]["autoattack_rand_eot20"] == pytest.approx(0.5)
+
+
+def test_the_checklist_runs_each_distinct_attack_once(monkeypatch):
+    """The reference PGD, the restart count 1 and the iteration count max_iter are the same deterministic run."""
+    x, y = digits(4)
+    classifier = gm.as_classifier(plain_model(), x)
+    calls = []
+    real = gm.run_pgd
+
+    def counted(*args, **kwargs):
+        calls.append((args[3], kwargs.get("max_iter"), kwargs.get("num_random_init", 1),
+                      kwargs.get("attack_factory") is not None))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(gm, "run_pgd", counted)
+    gradient_masking_diagnostics(classifier, x, y, eps=0.1, max_iter=4, iterations=(2, 4), restarts=(1, 2),
+                                 square_queries=3, large_eps=(0.5,), n_gradient_samples=2)
+    assert len(calls) == len(set(calls)) == 5  # reference (= 4 iterations = 1 restart), 2 iterations, 2 restarts,
+    #                                            Square, eps 0.5

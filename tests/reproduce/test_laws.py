@@ -250,7 +250,8 @@ def test_missing_tables_leave_their_law_out(missing):
     assert len(laws.verdicts(r)) == 6
 
 
-def test_c7_fit_intervals_from_a_bootstrap_over_images():
+def test_c7_fit_intervals_from_a_bootstrap_over_images(monkeypatch):
+    monkeypatch.setattr(laws, "N_BOOT_FIT", 400)  # the plumbing, not the Monte Carlo precision of 2000 refits
     r = results(n=32)
     kept = r["fig3b"]["points"]
     rng = np.random.default_rng(1)

@@ -96,7 +96,8 @@ def _interrupted_run(out, size, reference):
     cmd = (*SIZES[size], "--out", str(out), "--no-progress")
     log_path = out.parent / f"{out.name}-killed.log"
     log = open(log_path, "w")
-    proc = _start(cmd, log, **{KILL_DURING_WRITE_ENV: "1"})
+    inline = (*cmd, "--jobs", "1")  # no pool where no worker is checked: the run is the same (jobs is no setting)
+    proc = _start(inline, log, **{KILL_DURING_WRITE_ENV: "1"})
     proc.wait(timeout=900)
     _kill_group(proc)
     assert proc.returncode == -signal.SIGKILL, log_path.read_text()[-4000:]
@@ -131,7 +132,7 @@ def _interrupted_run(out, size, reference):
         from art_diffpure.reproduce.store import FAIL_WRITE_ENV
 
         before = len(_parts(out))
-        full = subprocess.run([sys.executable, "-m", "art_diffpure.commands", *cmd], capture_output=True, text=True,
+        full = subprocess.run([sys.executable, "-m", "art_diffpure.commands", *inline], capture_output=True, text=True,
                               timeout=900, env=dict(os.environ, HF_HUB_OFFLINE="1", **{FAIL_WRITE_ENV: "1"}))
         log.write(full.stderr)
         assert full.returncode == 1 and "Traceback" not in full.stderr, full.stderr[-4000:]
