@@ -29,7 +29,8 @@ from art_diffpure.randomness import numpy_seeded as seeded_numpy
 from art_diffpure.reproduce.store import atomic_write, claimed, fingerprint
 
 PGD_ITERATIONS = (10, 40, 100, 200)
-REFERENCE_ITERATIONS = 40
+REFERENCE_ITERATIONS = 40  # the paper's PGD-40: the transfer, BPDA, large-eps and restart attacks run as long
+APGD_ITERATIONS = 100  # AutoAttack's APGD-CE and APGD-DLR, each (also inside AutoAttack-rand)
 REL_STEP = 1 / 30  # the paper's PGD step (Table S1), eps / 30 whatever the iteration count
 # AutoAttack rand as DiffPure's own evaluation ran it: APGD-CE + APGD-DLR, 100 iterations each, EOT over 20 draws,
 # against the stochastic defence (one fresh test draw). The costliest attack (~100x PGD-40), so it runs last.
@@ -45,11 +46,12 @@ def _atomic_json(path: str, obj: Any) -> None:
 
 def attack_plan(eps: float, square_queries: int, restarts: int) -> list[tuple[str, dict[str, Any]]]:
     """The attacks of one sampler, cheapest first: (name, settings)."""
-    plan = [("transfer", dict(max_iter=40)), ("bpda", dict(max_iter=40))]
+    ref, apgd = REFERENCE_ITERATIONS, APGD_ITERATIONS
+    plan = [("transfer", dict(max_iter=ref)), ("bpda", dict(max_iter=ref))]
     plan += [(f"pgd{k}", dict(max_iter=k)) for k in PGD_ITERATIONS]
-    plan += [("large_eps", dict(max_iter=40, eps=1.0)), (f"restarts{restarts}", dict(max_iter=40, restarts=restarts)),
-             ("apgd_ce_dlr", dict(max_iter=100)), (f"square{square_queries}", dict(queries=square_queries)),
-             (f"autoattack_rand_eot{AUTOATTACK_RAND_EOT}", dict(max_iter=100, eot=AUTOATTACK_RAND_EOT,
+    plan += [("large_eps", dict(max_iter=ref, eps=1.0)), (f"restarts{restarts}", dict(max_iter=ref, restarts=restarts)),
+             ("apgd_ce_dlr", dict(max_iter=apgd)), (f"square{square_queries}", dict(queries=square_queries)),
+             (f"autoattack_rand_eot{AUTOATTACK_RAND_EOT}", dict(max_iter=apgd, eot=AUTOATTACK_RAND_EOT,
                                                                 chunk=AUTOATTACK_RAND_CHUNK))]
     return [(name, dict(kw, eps=kw.get("eps", eps))) for name, kw in plan]
 
@@ -290,7 +292,8 @@ def markdown(r: dict[str, Any]) -> str:
     lines = ["# Gradient-masking checks at full strength", "",
              f"Embedded digits models, aligned (fixed) randomness, Linf eps = {s['eps']}, t* = {s['t_star']}, "
              f"{s['n_images']} test images, PGD step eps/30 (the paper's), Square {s['square_queries']} queries, "
-             f"{s['restarts']} restarts, AutoAttack's APGD-CE + APGD-DLR with 100 iterations each (ART's), and "
+             f"{s['restarts']} restarts, AutoAttack's APGD-CE + APGD-DLR with {APGD_ITERATIONS} iterations each "
+             "(ART's), and "
              f"AutoAttack-rand (the same with EOT over {AUTOATTACK_RAND_EOT} draws) against the stochastic defence. "
              f"Thresholds fixed in `art_diffpure/evaluations/gradient_masking.py` before the run: a second attack may break at "
              f"most max(1, 5% of n) images the reference PGD-40 leaves robust. Compute time of all attacks: "

@@ -196,7 +196,11 @@ def test_plain_classifier_is_not_flagged():
 
 # ---------------------------------------------------------------------------------------------- full strength, tiny
 def test_full_strength_run_resumes_and_reports(tmp_path, monkeypatch):
+    """Every attack and check of the plan, resumed from its parts; iteration counts cut (the code path is the same)."""
     torch.set_num_threads(1)
+    for name, value in (("PGD_ITERATIONS", (1, 2, 3, 4)), ("REFERENCE_ITERATIONS", 2), ("APGD_ITERATIONS", 3),
+                        ("AUTOATTACK_RAND_EOT", 2)):
+        monkeypatch.setattr(masking_report, name, value)
     x = np.random.RandomState(0).rand(4, 1, 8, 8).astype(np.float32)
     make = lambda sampler, gradient: art_classifier(  # noqa: E731
         tiny_classifier(), make_purifier(t_star=2, sampler=sampler, seed=0, gradient=gradient))
