@@ -50,8 +50,7 @@ Seed glossary: every seed rule and seed constant of the package (``s``: a base s
   ``seed_hash(s, first id of the unit, 0x5EED)``, so a resumed run draws what an uninterrupted one draws.
 - :data:`REPEATED_DRAW_GENERATOR_SEED`: repeated fresh test draw ``k`` of the reproduction reseeds the purifier's
   generator with ``20000 + k``.
-- :data:`MAX_SEED`: base seeds given on the command line lie in ``0 .. 10**9 - 1``.
-- :data:`DIGITS_SPLIT_SEED`: ``random_state`` (0) of the fixed train/test split of the digits data set.
+- :data:`MAX_SEED` (command-line base seeds: ``0 .. 10**9 - 1``); :data:`DIGITS_SPLIT_SEED` (the digits split's, 0).
 """
 from __future__ import annotations
 
