@@ -13,12 +13,13 @@ transfer seed) and reports, each with its 95% interval over images and its n:
   label, the rule ``np.argmax`` of the vote counts applies).
 
 An attack's in-attack record (e.g. DiffHammer's success at any draw at any iteration) is its own figure and is
-not computed here.
+not computed here. :func:`draw_predictions` is the draws' one rule, shared with the reproduction's repeated test
+draws.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -74,6 +75,28 @@ class DrawEvaluation:
         return out
 
 
+def draw_predictions(purifier: Any, predict: Callable[[np.ndarray], np.ndarray], x: np.ndarray, seed: int, n: int,
+                     sample_ids: Sequence[int] | np.ndarray) -> tuple[np.ndarray, list[int]]:
+    """
+    Labels of ``x`` under the ``n`` named test draws of base seed ``seed``: the one rule of every test over draws.
+
+    Row ``r`` of draw ``j`` is purified under base seed ``evaluation_draw_seeds(seed, n)[j]`` and sample id
+    ``sample_ids[r]``, so a sample's predictions depend on its own id and image only, never on the batch, its
+    position in it or the other rows.
+
+    :param purifier: the :class:`~art_diffpure.DiffusionPurifier` whose randomness the draws fix.
+    :param predict: images in, predicted labels out; every purification it runs draws under the current draw.
+    :return: the ``(n, len(x))`` labels and the draws' base seeds.
+    """
+    seeds = evaluation_draw_seeds(seed, n)
+    ids = np.asarray(sample_ids, dtype=np.int64)
+    predictions = []
+    for s in seeds:
+        with purifier.randomness(s, ids):
+            predictions.append(np.asarray(predict(x)))
+    return np.stack(predictions), seeds
+
+
 def evaluate_draws(classifier: Any, x: np.ndarray, y: Any, seed: int = 0, n_draws: int = 10, vote: int = 10,
                    sample_ids: Sequence[int] | None = None, batch_size: int = 128) -> DrawEvaluation:
     """
@@ -91,12 +114,10 @@ def evaluate_draws(classifier: Any, x: np.ndarray, y: Any, seed: int = 0, n_draw
     x = np.ascontiguousarray(x)
     labels = index_labels(y, classifier.nb_classes)
     ids = np.arange(len(x)) if sample_ids is None else np.asarray(sample_ids, dtype=np.int64)
-    seeds = evaluation_draw_seeds(seed, max(n_draws, vote))
-    predictions = []
-    for s in seeds:
-        with purifier.randomness(s, ids):
-            predictions.append(np.argmax(classifier.predict(x, batch_size=batch_size), axis=1))
-    return DrawEvaluation(np.stack(predictions), labels, seeds, int(n_draws), int(vote))
+    predictions, seeds = draw_predictions(
+        purifier, lambda v: np.argmax(classifier.predict(v, batch_size=batch_size), axis=1), x, seed,
+        max(n_draws, vote), ids)
+    return DrawEvaluation(predictions, labels, seeds, int(n_draws), int(vote))
 
 
-__all__ = ["DrawEvaluation", "evaluate_draws"]
+__all__ = ["DrawEvaluation", "draw_predictions", "evaluate_draws"]
