@@ -34,8 +34,9 @@ Seed glossary: every seed rule and seed constant of the package (``s``: a base s
 - :func:`transfer_test_seed`, :data:`TRANSFER_SEED_OFFSET`: ``"transfer"`` mode tests under ``s + 1000000007``.
 - :func:`attack_draw_seeds`, :data:`ATTACK_DRAW_OFFSET`: named draw ``j`` of an attack built for purification
   (DiffHammer, DiffAttack, surrogate PGD-EOT) is ``s + 2000000011 + j``.
-- :func:`evaluation_draw_seeds`, :data:`EVALUATION_DRAW_OFFSET`: test draw ``j`` of an evaluation over draws is
-  ``s + 3000000019 + j``; :data:`DRAW_FAMILY_SIZE` bounds ``j``, :data:`SEED_LIMIT` (``2**32``) every derived seed.
+- :func:`evaluation_draw_seeds`, :data:`EVALUATION_DRAW_OFFSET`: test draw ``j`` of an evaluation over draws
+  (``evaluate --test-draws``, the reproduction's repeated test draws) is ``s + 3000000019 + j``, per sample;
+  :data:`DRAW_FAMILY_SIZE` bounds ``j``, :data:`SEED_LIMIT` (``2**32``) every derived seed.
 - :func:`start_seed`, ``START_STREAM_*``: numpy's global RNG for the random start of the batch beginning with
   sample ``i`` is seeded with ``seed_hash(s, i, stream)``: stream :data:`START_STREAM_ART` (0, ART's own random
   starts under :class:`~art_diffpure.RandomnessAlignedAttack`, :func:`numpy_start_seed`),
@@ -48,8 +49,6 @@ Seed glossary: every seed rule and seed constant of the package (``s``: a base s
   (:func:`fresh_chain_seed`).
 - :data:`FRESH_GENERATOR_TAG`: the reproduction's stochastic mode reseeds the purifier's generator per unit with
   ``seed_hash(s, first id of the unit, 0x5EED)``, so a resumed run draws what an uninterrupted one draws.
-- :data:`REPEATED_DRAW_GENERATOR_SEED`: repeated fresh test draw ``k`` of the reproduction reseeds the purifier's
-  generator with ``20000 + k``.
 - :data:`MAX_SEED` (command-line base seeds: ``0 .. 10**9 - 1``); :data:`DIGITS_SPLIT_SEED` (the digits split's, 0).
 """
 from __future__ import annotations
@@ -153,8 +152,6 @@ TORCH_SEED_LIMIT = 2**63
 
 #: Tag of the seed hash that seeds the purifier's own generator per unit of the reproduction (stochastic mode).
 FRESH_GENERATOR_TAG = 0x5EED
-#: Repeated fresh test draw ``k`` of the reproduction reseeds the purifier's generator with this ``+ k``.
-REPEATED_DRAW_GENERATOR_SEED = 20_000
 #: Base seeds accepted on the command line: ``0 .. MAX_SEED - 1``.
 MAX_SEED = 10**9
 #: ``random_state`` of the fixed train/test split of the digits data set.
@@ -470,7 +467,6 @@ __all__ = [
     "P_I",
     "P_S",
     "P_T",
-    "REPEATED_DRAW_GENERATOR_SEED",
     "RandomnessAudit",
     "RandomnessControl",
     "RandomnessEscapeError",

@@ -19,8 +19,7 @@ from art_diffpure.evaluations.result import EvaluationResult
 from art_diffpure.reproduce.jobs import (
     _jobs, _numpy_seed, _predict, _reused_attack, _run_attack, _run_jobs, _sweep_configs, _Timer,
 )
-from art_diffpure.randomness import REPEATED_DRAW_GENERATOR_SEED
-from art_diffpure.reproduce.presets import REPEATED_DRAWS, Setting, _nb_classes, rel_step
+from art_diffpure.reproduce.presets import REPEATED_DRAW_RULE, REPEATED_DRAWS, Setting, _nb_classes, rel_step
 
 __all__ = ["run_experiments", "run_imagenet_experiments"]
 
@@ -113,18 +112,22 @@ def _table4(setting: Setting, ddpm, adv_aligned: dict[int, np.ndarray]) -> dict[
 
 
 def _repeated_draws(setting: Setting, done: dict[str, Any]) -> dict[str, Any]:
-    """Robustness over repeated test draws: the stochastic attack's examples under N fresh draws (predictions only)."""
+    """
+    Robustness over repeated test draws: the stochastic attack's examples under N named per-sample test draws of
+    its seed (:func:`~art_diffpure.evaluations.draws.draw_predictions`, predictions only). Sample ids are positions
+    in the run, as in every table, so a sample's draws do not depend on the batch it is predicted in.
+    """
+    from art_diffpure.evaluations.draws import draw_predictions
+
     s, y = setting.sizes, setting.y
     x_adv_sto = done[f"table2 stochastic seed {s.seeds[0]}"][1]
-    fresh = setting.make_purifier("ddpm", setting.t_star, None, setting.gradient)
-    correct = []
-    for k in range(REPEATED_DRAWS):
-        fresh.reseed_fresh(REPEATED_DRAW_GENERATOR_SEED + k)
-        correct.append(_predict(setting, fresh, x_adv_sto, None) == y)
-    correct_arr = np.asarray(correct, dtype=bool)
+    purifier = setting.make_purifier("ddpm", setting.t_star, None, setting.gradient)
+    predictions, seeds = draw_predictions(purifier, lambda v: _predict(setting, purifier, v, None), x_adv_sto,
+                                          s.seeds[0], REPEATED_DRAWS, np.arange(len(y)))
+    correct_arr = predictions == np.asarray(y)[None, :]
     return {
         "attack": f"table2 stochastic PGD, seed {s.seeds[0]}", "n_draws": REPEATED_DRAWS, "n": int(len(y)),
-        "generator_seeds": [REPEATED_DRAW_GENERATOR_SEED + k for k in range(REPEATED_DRAWS)],
+        "draw_rule": REPEATED_DRAW_RULE, "seed": int(s.seeds[0]), "draw_seeds": seeds,
         "adv_correct": correct_arr.tolist(),
         "robust_accuracy_per_draw": correct_arr.mean(axis=1).tolist(),
         "mean_over_draws": float(correct_arr.mean()),

@@ -9,8 +9,7 @@ from typing import Any
 
 from art_diffpure.reproduce import render as rp
 from art_diffpure.reproduce import sections as sec
-from art_diffpure.randomness import REPEATED_DRAW_GENERATOR_SEED
-from art_diffpure.reproduce.presets import REPEATED_DRAWS
+from art_diffpure.reproduce.presets import REPEATED_DRAW_RULE, REPEATED_DRAWS
 from art_diffpure.reproduce.sections import acc_cell
 
 __all__ = ["imagenet_markdown", "markdown"]
@@ -164,11 +163,12 @@ def _md_disclosure(r: dict[str, Any]) -> list[str]:
     confirmatory = any("CONFIRMATORY" in note for note in st.get("notes", []))
     images = ("the images (test images 128-383, never used by any earlier run)" if confirmatory else
               "the images (the first n of the fixed digits test split)")
+    draws = r.get("repeated_draws") or {"n_draws": REPEATED_DRAWS, "draw_rule": REPEATED_DRAW_RULE}
     lines = ["", "## Disclosure: what was chosen when, and why", "",
              f"- **Fixed before any run of this report**: {images}, "
              "the base seeds, every size (`Sizes` presets in `art_diffpure/reproduce/presets.py`), the attack "
              "(PGD, Linf, one random start, step keeping 4/3 eps of total travel), the number of repeated test draws "
-             f"({REPEATED_DRAWS}, generator seeds {REPEATED_DRAW_GENERATOR_SEED}+k) and every threshold of the "
+             f"({sec.draw_rule_text(draws, brief=True)}) and every threshold of the "
              "verdicts (`art_diffpure/reproduce/laws.py`). Nothing in the run reads its own results to change a setting.",
              "- **eps**: 0.2, by the rule stated when the models were trained (2026-11-21, "
              "`art_diffpure/weights/provenance.json`): the smallest budget of the sweep at which undefended PGD-40 "

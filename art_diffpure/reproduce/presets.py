@@ -13,7 +13,7 @@ from typing import Any, Callable
 import numpy as np
 
 from art_diffpure.exceptions import PresetUnavailable
-__all__ = ["DIGITS_DEFAULT", "DIGITS_QUICK", "REPEATED_DRAWS", "PresetUnavailable",
+__all__ = ["DIGITS_DEFAULT", "DIGITS_QUICK", "REPEATED_DRAW_RULE", "REPEATED_DRAWS", "PresetUnavailable",
            "Setting", "Sizes", "build_setting", "cifar10_setting", "digits_setting", "imagenet_setting", "rel_step"]
 
 
@@ -75,11 +75,14 @@ class Setting:
     notes: list[str] = field(default_factory=list)
 
 
-# Robustness over repeated test draws (DiffHammer's N-evaluation, ADDT's fixed-draw evaluation), fixed before any
-# run: the stochastic defence's PGD examples (Table 2, seed 0) are tested under REPEATED_DRAWS independent fresh
-# draws; draw k reseeds the purifier's own fresh-noise generator with REPEATED_DRAW_GENERATOR_SEED + k
-# (art_diffpure.randomness).
+# Robustness over repeated test draws (DiffHammer's N-evaluation, ADDT's fixed-draw evaluation): the stochastic
+# defence's PGD examples (Table 2, first seed s) are tested under REPEATED_DRAWS named per-sample test draws, base
+# seeds evaluation_draw_seeds(s, REPEATED_DRAWS) (art_diffpure.randomness), the rule of `evaluate --test-draws`.
+# results.json names the rule (REPEATED_DRAW_RULE) and the draws' seeds; a record without the rule holds
+# `generator_seeds`, the batch-generator rule the committed digits reports were pre-registered and measured with
+# (docs/preregistration.md), and is read and rendered as such.
 REPEATED_DRAWS = 10
+REPEATED_DRAW_RULE = "per-sample named draws"
 
 # ---------------------------------------------------------------------------------------------- presets
 # Sized to the budget of 2 CPU cores: one image through one PGD step at t*=100 (forward and backward through 100

@@ -10,11 +10,12 @@ import numpy as np
 
 from art_diffpure._utils import norm_label
 from art_diffpure.evaluations import statistics
+from art_diffpure.randomness import EVALUATION_DRAW_OFFSET
 from art_diffpure.reproduce import render as rp
 from art_diffpure.reproduce.paper import PAPER
 from art_diffpure.samplers import SAMPLERS
 
-__all__ = ["acc_cell", "md_diagnostics", "md_fig3b", "md_imagenet_table3", "md_imagenet_tableS2",
+__all__ = ["acc_cell", "draw_rule_text", "md_diagnostics", "md_fig3b", "md_imagenet_table3", "md_imagenet_tableS2",
            "md_neighbourhood", "md_repeated_draws", "md_robustness_curve", "md_table1", "md_table2", "md_table4",
            "md_table5", "md_table6", "md_table7"]
 
@@ -58,16 +59,33 @@ def md_table2(r: dict[str, Any]) -> list[str]:
                        *PAPER["table2"]["aligned"].values()]])]
 
 
+def draw_rule_text(draws: dict[str, Any], brief: bool = False) -> str:
+    """
+    The number and rule of a report's repeated test draws, as its record names them (``brief``: the disclosure's
+    words). A record without ``draw_rule`` holds ``generator_seeds``: the batch-generator rule the committed digits
+    reports were pre-registered and measured with, worded as those reports were written, so that judging them
+    again rewrites them byte for byte.
+    """
+    n = draws["n_draws"]
+    if "draw_rule" not in draws:
+        return (f"{n}, generator seeds {draws['generator_seeds'][0]}+k" if brief
+                else f"{n} independent fresh draws of the purifier's noise")
+    seeds = f"base seeds s + {EVALUATION_DRAW_OFFSET} + j"
+    if brief:
+        return f"{n}, {draws['draw_rule']}: {seeds} of the attack's seed s"
+    return (f"{n} {draws['draw_rule']} of the purifier's noise (draw j under {seeds}, s = {draws['seed']} the "
+            "attack's seed, each sample under its own id: a sample's draws do not depend on its batch)")
+
+
 def md_repeated_draws(r: dict[str, Any]) -> list[str]:
-    """The stochastic attack's examples under N fresh draws (mean and worst case), beside Table 2."""
+    """The stochastic attack's examples under N test draws (mean and worst case), beside Table 2."""
     draws = r.get("repeated_draws")
     if not draws:
         return []
     return ["", f"## Robustness over repeated test draws (stochastic defence, N = {draws['n_draws']})", "",
-            f"The stochastic attack's adversarial examples ({draws['attack']}) tested under {draws['n_draws']} "
-            "independent fresh draws of the purifier's noise (as DiffHammer's N-evaluation and ADDT's "
-            "fixed-draw evaluation report it). *Worst case*: an image counts as robust only if it is classified "
-            "correctly under every draw.", "",
+            f"The stochastic attack's adversarial examples ({draws['attack']}) tested under {draw_rule_text(draws)} "
+            "(as DiffHammer's N-evaluation and ADDT's fixed-draw evaluation report it). *Worst case*: an image "
+            "counts as robust only if it is classified correctly under every draw.", "",
             rp.table(["Evaluation", "Robust accuracy [95%]"],
                      [["stochastic, one test draw (Table 2, seed 0)",
                        rp.fmt_accuracy(_first_seed(r["table2"]["stochastic"][0]))],
