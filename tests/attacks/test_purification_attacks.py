@@ -123,6 +123,41 @@ def test_purify_draw_rejects_bad_trajectory_steps(x3, kwargs, message):
         purifier.purify_draw(torch.as_tensor(x3), [3, 4, 5], [0, 1, 2], **kwargs)
 
 
+def _live_peak_bytes(fn) -> int:
+    """Peak of the live CPU tensor bytes allocated by ``fn`` (torch profiler memory events in time order)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    live = peak = 0
+    for event in sorted(prof.events(), key=lambda e: e.time_range.start):
+        live += event.self_cpu_memory_usage
+        peak = max(peak, live)
+    return peak
+
+
+def test_diffattack_holds_only_the_states_in_its_loss(x3, monkeypatch):
+    """The purifier hands DiffAttack only its deviation states, and the gradient's memory grows by about one state
+    per reverse step (the input each checkpoint saves), not by copies of the whole trajectory and their
+    gradients."""
+    peaks, kept = {}, []
+    for t_star in (4, 40):
+        attack = DiffAttack(double_classifier(True, t_star=t_star), eps=0.1, max_iter=1, eot_samples=1, every=10)
+        original = attack.head.purify
+
+        def spy(*args, **kwargs):
+            result = original(*args, **kwargs)
+            kept.append(len(result[1]))
+            return result
+
+        monkeypatch.setattr(attack.head, "purify", spy)
+        attack.loss_and_gradient(x3, Y3, [3], [0, 1, 2])  # warm-up: lazily built buffers
+        peaks[t_star] = _live_peak_bytes(lambda: attack.loss_and_gradient(x3, Y3, [3], [0, 1, 2]))
+    assert kept == [1, 1, 4, 4]  # t = 2; t = 38, 28, 18, 8 (of 42 states)
+    state_bytes = x3.nbytes
+    assert peaks[40] - peaks[4] <= 2 * 36 * state_bytes, (peaks, state_bytes)
+
+
 def test_diffhammer_selection_and_weights_equal_a_hand_computation():
     # Two samples, three draws, two pixels.
     grads = np.array([[[1.0, -2.0], [0.5, 0.5]],
