@@ -368,7 +368,7 @@ class DiffusionPurifier(PurificationChain, PreprocessorPyTorch):
             after each reverse step; :meth:`trajectory_timesteps` gives the timestep of each.
         :param trajectory_steps: with ``return_trajectory``, return only the states at these increasing indices
             of :meth:`trajectory_timesteps`, shape ``(len(trajectory_steps), n, C, H, W)``; the other states are
-            not kept, so under checkpointing the memory of a loss on a few states does not grow with their count.
+            not kept, so under checkpointing they cost only the input each checkpoint saves.
         :return: the purified batch in input space (and the trajectory).
         """
         seeds, sample_ids = [int(s) for s in seeds], [int(i) for i in sample_ids]
