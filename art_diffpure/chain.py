@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import TYPE_CHECKING, Any, Callable
+import operator
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -29,15 +30,46 @@ GRADIENTS = ("full", "bpda")
 FORWARD_NOISING = ("one_shot", "multistep")
 
 
+class TrajectoryStates:
+    """
+    The states of one internal batch's chain that a call returns, in chain order: all of them, or only those at
+    the trajectory indices ``keep``. A state not kept is not referenced here, so under checkpointing a
+    differentiable call holds it only as the input a checkpoint saves, never in a second copy (the stacked
+    result) nor in that copy's gradient during the backward pass.
+    """
+
+    def __init__(self, first: "torch.Tensor", keep: Sequence[int] | None = None) -> None:
+        """:param first: the state at index 0 (the input in model space)."""
+        self.keep = None if keep is None else frozenset(keep)
+        self.states: list["torch.Tensor"] = []
+        self.count = 0
+        self.append(first)
+
+    def append(self, state: "torch.Tensor") -> None:
+        """Record the state at the next trajectory index (kept only if asked for)."""
+        if self.keep is None or self.count in self.keep:
+            self.states.append(state)
+        self.count += 1
+
+    def stacked(self) -> "torch.Tensor":
+        """The kept states, shape ``(kept, n, C, H, W)``."""
+        import torch
+
+        return torch.stack(self.states)
+
+
 class PurificationChain:
     """The chain of a :class:`~art_diffpure.DiffusionPurifier` (a mixin: see the module's docstring)."""
 
     def _purify_tensor(self, x: "torch.Tensor", seed, sample_ids, return_trajectory: bool, fresh: bool = False,
-                       out_dtype: "torch.dtype | None" = None, raw_trajectory: bool = False):
-        """Purify ``x``; ``fresh`` forces fresh noise (a control's stochastic mode), whatever the seeds say."""
+                       out_dtype: "torch.dtype | None" = None, raw_trajectory: bool = False,
+                       trajectory_steps: Sequence[int] | None = None):
+        """Purify ``x``; ``fresh`` forces fresh noise (a control's stochastic mode), whatever the seeds say;
+        ``trajectory_steps``: the trajectory indices to return (default: all states)."""
         import torch
 
         self._validate_input(x)
+        keep = self._trajectory_indices(return_trajectory, trajectory_steps)
         self._check_device(x)
         n = x.shape[0]
         rows = None if fresh else self._row_randomness(n, seed, sample_ids)
@@ -67,7 +99,8 @@ class PurificationChain:
                 stop = min(start + self.batch_size, n)
                 sub = None if rows is None else (rows[0][start:stop], rows[1][start:stop])
                 cache.position = (call, start)
-                out, traj = self._chain(z[start:stop], sub, return_trajectory, call_rows=n, first_batch=start == 0)
+                out, traj = self._chain(z[start:stop], sub, return_trajectory, call_rows=n, first_batch=start == 0,
+                                        keep=keep)
                 outs.append(out)
                 trajs.append(traj)
         out = torch.cat(outs) if len(outs) > 1 else outs[0]
@@ -86,15 +119,16 @@ class PurificationChain:
         return to_input_space(out), trajectory
 
     def _chain(self, z: "torch.Tensor", rows, return_trajectory: bool, call_rows: int | None = None,
-               first_batch: bool = True):
+               first_batch: bool = True, keep: Sequence[int] | None = None):
         """Purify one internal batch ``z`` in model space [-1, 1] (one of the internal batches of a call of
         ``call_rows`` rows, whose graphs all live until the backward pass; ``checkpoint="auto"`` decides on the
-        call's first batch)."""
+        call's first batch); with ``return_trajectory``, the states at the trajectory indices ``keep`` (all if
+        ``None``)."""
         import torch
 
         shape = tuple(z.shape[1:])
         t_top = self.t_star - 1
-        trajectory = [z] if return_trajectory else None
+        trajectory = TrajectoryStates(z, keep) if return_trajectory else None
 
         # 1. Forward noising (aligned noise is drawn once per batch and cached in host memory).
         if self.sampler == "reverse":
@@ -141,7 +175,23 @@ class PurificationChain:
                 trajectory.append(x_t)
         if differentiable:
             self.last_checkpointed = use_checkpoint
-        return x_t, (torch.stack(trajectory) if return_trajectory else None)
+        return x_t, (trajectory.stacked() if return_trajectory else None)
+
+    def _trajectory_indices(self, return_trajectory: bool, trajectory_steps: Sequence[int] | None) -> list[int] | None:
+        """``trajectory_steps`` checked: increasing indices into :meth:`trajectory_timesteps`, at least one."""
+        if trajectory_steps is None:
+            return None
+        if not return_trajectory:
+            raise ValueError("trajectory_steps selects states of the trajectory: it needs return_trajectory=True")
+        length = len(self.trajectory_timesteps())
+        try:
+            steps = [operator.index(k) for k in trajectory_steps]
+        except TypeError:
+            steps = []
+        if not steps or steps[0] < 0 or steps[-1] >= length or any(b <= a for a, b in zip(steps, steps[1:])):
+            raise ValueError(f"trajectory_steps must be increasing integer indices in [0, {length}) of the "
+                             f"trajectory (see trajectory_timesteps()), at least one; got {trajectory_steps!r}")
+        return steps
 
     def _add_noise(self, z: "torch.Tensor", eps: "torch.Tensor", t: int) -> "torch.Tensor":
         """

@@ -354,7 +354,7 @@ class DiffusionPurifier(PurificationChain, PreprocessorPyTorch):
         return (out, trajectory) if return_trajectory else out
 
     def purify_draw(self, x: "torch.Tensor", seeds: Sequence[int], sample_ids: Sequence[int],
-                    return_trajectory: bool = False):
+                    return_trajectory: bool = False, trajectory_steps: Sequence[int] | None = None):
         """
         Purify the torch batch ``x`` under named draws: row ``r`` under base seed ``seeds[r]`` and sample id
         ``sample_ids[r]``. The pair fixes all the noise of the row, so a later call replays the draw exactly.
@@ -366,6 +366,9 @@ class DiffusionPurifier(PurificationChain, PreprocessorPyTorch):
         :param return_trajectory: also return the chain's states ``(T, n, C, H, W)`` in model space [-1, 1] and
             unclamped (a clamp would zero their gradients): the input, the forward-noised state(s), then the state
             after each reverse step; :meth:`trajectory_timesteps` gives the timestep of each.
+        :param trajectory_steps: with ``return_trajectory``, return only the states at these increasing indices
+            of :meth:`trajectory_timesteps`, shape ``(len(trajectory_steps), n, C, H, W)``; the other states are
+            not kept, so under checkpointing they cost only the input each checkpoint saves.
         :return: the purified batch in input space (and the trajectory).
         """
         seeds, sample_ids = [int(s) for s in seeds], [int(i) for i in sample_ids]
@@ -374,7 +377,8 @@ class DiffusionPurifier(PurificationChain, PreprocessorPyTorch):
         control = self._live_control()
         if control is not None:
             control.record_chosen(sample_ids)
-        out, trajectory = self._purify_tensor(x, seeds, sample_ids, return_trajectory, raw_trajectory=True)
+        out, trajectory = self._purify_tensor(x, seeds, sample_ids, return_trajectory, raw_trajectory=True,
+                                              trajectory_steps=trajectory_steps)
         return (out, trajectory) if return_trajectory else out
 
     def draw_vjp(self, x: "torch.Tensor", incoming: "torch.Tensor", seeds: Sequence[int],

@@ -8,9 +8,11 @@ Loss of one draw at input x: ``L_cls(f(purify(x))) + lambda * mean_t MSE(x'_t, x
 ``every``-th reverse state ``x'_t`` of the chain, where ``x_t^ref = sqrt(abar_t) x + sqrt(1 - abar_t) eps`` is the
 input noised to step t with the SAME draw's forward noise, detached. EOT averages the loss over ``eot_samples``
 named draws per iteration; restarts run the losses in order (CE, then DLR), each from the best point so far.
-The per-step terms enter the chain's states, which the purifier keeps (one image each) while every UNet call
-stays checkpointed: the backward recomputes step by step, so memory does not grow with the UNet's activations
-over t* (the paper's segment-wise backward, here through ``torch.utils.checkpoint``).
+The per-step terms enter the chain's states while every UNet call stays checkpointed: the backward recomputes
+step by step (the paper's segment-wise backward, here through ``torch.utils.checkpoint``), each term's gradient
+joining it at its state, so memory does not grow with the UNet's activations over t*. The purifier returns only
+the states in the loss (``trajectory_steps``): beyond the one input each checkpoint saves, no state of the chain
+is held twice, nor its gradient.
 """
 from __future__ import annotations
 
@@ -80,12 +82,16 @@ class DiffAttack(EvasionAttack):
         xe = torch.cat([leaf] * e)
         seeds = np.repeat(np.asarray(draws, dtype=np.int64), n).tolist()
         rows = np.tile(np.asarray(ids, dtype=np.int64), e).tolist()
+        states = self._states() if self.lam else []
         with torch.enable_grad():
-            out, traj = head.purify(xe, seeds, rows, return_trajectory=True)
+            if states:
+                out, traj = head.purify(xe, seeds, rows, return_trajectory=True,
+                                        trajectory_steps=[k for k, _ in states])
+            else:
+                out = head.purify(xe, seeds, rows)
             labels = torch.as_tensor(np.tile(y, e), device=out.device)
             total = per_sample_loss(head.logits(out), labels, loss)
-            states = self._states()
-            if states and self.lam:
+            if states:
                 lo, hi = purifier.clip_values
                 z = ((xe.detach() - lo) * (2.0 / (hi - lo)) - 1.0).to(traj.dtype)
                 z = z if purifier.channels_first else z.permute(0, 3, 1, 2)  # the trajectory is channels-first
@@ -93,9 +99,9 @@ class DiffAttack(EvasionAttack):
                 eps_fwd = eps_fwd.to(device=traj.device, dtype=traj.dtype)
                 abar = purifier._cpu_scheduler.alphas_cumprod
                 deviation = 0
-                for k, t in states:
+                for state, (_, t) in zip(traj, states):
                     ref = math.sqrt(float(abar[t])) * z + math.sqrt(1.0 - float(abar[t])) * eps_fwd
-                    deviation = deviation + ((traj[k] - ref) ** 2).flatten(1).mean(dim=1)
+                    deviation = deviation + ((state - ref) ** 2).flatten(1).mean(dim=1)
                 total = total + self.lam * deviation / len(states)
             per_sample = total.reshape(e, n).mean(dim=0)
             (grad,) = torch.autograd.grad(per_sample.sum(), leaf)

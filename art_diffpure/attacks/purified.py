@@ -55,9 +55,12 @@ class PurifiedClassifier:
             x, _ = op.forward(x)
         return x
 
-    def purify(self, x: "torch.Tensor", seeds: Sequence[int], ids: Sequence[int], return_trajectory: bool = False):
-        """The purifier under the named draws ``(seeds, ids)``, one per row (differentiable in grad mode)."""
-        return self.purifier.purify_draw(self._apply(self._pre, x), seeds, ids, return_trajectory=return_trajectory)
+    def purify(self, x: "torch.Tensor", seeds: Sequence[int], ids: Sequence[int], return_trajectory: bool = False,
+               trajectory_steps: Sequence[int] | None = None):
+        """The purifier under the named draws ``(seeds, ids)``, one per row (differentiable in grad mode); the
+        trajectory arguments as in :meth:`~art_diffpure.DiffusionPurifier.purify_draw`."""
+        return self.purifier.purify_draw(self._apply(self._pre, x), seeds, ids, return_trajectory=return_trajectory,
+                                         trajectory_steps=trajectory_steps)
 
     def draw_vjp(self, x: np.ndarray, incoming: np.ndarray, seeds: Sequence[int], ids: Sequence[int]) -> np.ndarray:
         """``incoming`` (shaped like the purified output) pulled back to ``x`` through the named draws, one full

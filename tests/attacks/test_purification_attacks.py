@@ -89,6 +89,75 @@ def test_diffattack_deviation_term_changes_the_gradient(x3):
     assert np.all(with_term[0] > without[0]) and not np.allclose(with_term[1], without[1])
 
 
+@pytest.mark.parametrize("forward_noising", ["one_shot", "multistep"])
+def test_purify_draw_returns_only_the_requested_trajectory_states(x3, forward_noising):
+    """``trajectory_steps`` picks states of the whole trajectory, bit for bit, gradients included, across internal
+    batches (batch_size 2 for 3 rows) and under checkpointing."""
+    purifier = double_classifier(True, batch_size=2, forward_noising=forward_noising).preprocessing_defences[0]
+    steps = [0, 2, 5, len(purifier.trajectory_timesteps()) - 1]
+    weights = torch.as_tensor(np.random.RandomState(2).randn(len(steps), 3, 1, 8, 8))
+    grads, picked = [], []
+    for kwargs in ({}, {"trajectory_steps": steps}):
+        leaf = torch.as_tensor(x3).requires_grad_(True)
+        with torch.enable_grad():
+            out, traj = purifier.purify_draw(leaf, [3, 4, 5], [0, 1, 2], return_trajectory=True, **kwargs)
+            traj = traj if kwargs else traj[steps]
+            (grad,) = torch.autograd.grad((traj * weights).sum() + out.sum(), leaf)
+        grads.append(grad)
+        picked.append(traj.detach())
+    assert picked[1].shape == (len(steps), 3, 1, 8, 8)
+    assert torch.equal(picked[0], picked[1])
+    torch.testing.assert_close(grads[1], grads[0], rtol=1e-12, atol=0)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"trajectory_steps": [1]}, "needs return_trajectory=True"),
+    ({"return_trajectory": True, "trajectory_steps": []}, "at least one"),
+    ({"return_trajectory": True, "trajectory_steps": [3, 2]}, "increasing"),
+    ({"return_trajectory": True, "trajectory_steps": [0, 8]}, r"\[0, 8\)"),
+    ({"return_trajectory": True, "trajectory_steps": [0.5]}, "integer"),
+])
+def test_purify_draw_rejects_bad_trajectory_steps(x3, kwargs, message):
+    purifier = double_classifier(True).preprocessing_defences[0]  # 8 states: input, x_5, x_4 .. x_0, output
+    with pytest.raises(ValueError, match=message):
+        purifier.purify_draw(torch.as_tensor(x3), [3, 4, 5], [0, 1, 2], **kwargs)
+
+
+def _live_peak_bytes(fn) -> int:
+    """Peak of the live CPU tensor bytes allocated by ``fn`` (torch profiler memory events in time order)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    live = peak = 0
+    for event in sorted(prof.events(), key=lambda e: e.time_range.start):
+        live += event.self_cpu_memory_usage
+        peak = max(peak, live)
+    return peak
+
+
+def test_diffattack_holds_only_the_states_in_its_loss(x3, monkeypatch):
+    """The purifier hands DiffAttack only its deviation states, and the gradient's memory grows by about one state
+    per reverse step (the input each checkpoint saves), not by copies of the whole trajectory and their
+    gradients."""
+    peaks, kept = {}, []
+    for t_star in (4, 40):
+        attack = DiffAttack(double_classifier(True, t_star=t_star), eps=0.1, max_iter=1, eot_samples=1, every=10)
+        original = attack.head.purify
+
+        def spy(*args, **kwargs):
+            result = original(*args, **kwargs)
+            kept.append(len(result[1]))
+            return result
+
+        monkeypatch.setattr(attack.head, "purify", spy)
+        attack.loss_and_gradient(x3, Y3, [3], [0, 1, 2])  # warm-up: lazily built buffers
+        peaks[t_star] = _live_peak_bytes(lambda: attack.loss_and_gradient(x3, Y3, [3], [0, 1, 2]))
+    assert kept == [1, 1, 4, 4]  # t = 2; t = 38, 28, 18, 8 (of 42 states)
+    state_bytes = x3.nbytes
+    assert peaks[40] - peaks[4] <= 2 * 36 * state_bytes, (peaks, state_bytes)
+
+
 def test_diffhammer_selection_and_weights_equal_a_hand_computation():
     # Two samples, three draws, two pixels.
     grads = np.array([[[1.0, -2.0], [0.5, 0.5]],
