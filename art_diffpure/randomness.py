@@ -16,11 +16,12 @@ Row identity. Noise is seeded per *sample id*, so every row of every call must b
 attacks hand over the batch, subsets of it, random restarts, or black-box queries. A row is identified with
 certainty when either
 
-- the control holds a single sample (every query made while attacking it belongs to it), or
-- the attack promises a perturbation bound ``b`` (Linf distance; an ``L2`` or ``L1`` ball of radius
-  ``eps`` lies inside the Linf ball of the same radius) and exactly one clean sample lies within
-  ``b`` of the row. Batches are only controlled this way when their clean samples are more than
-  ``2 b`` apart, so that the balls are disjoint.
+- the control holds a single sample (every query made while attacking it belongs to it),
+- the attack promises a perturbation bound ``b`` (Linf distance; an ``L2`` or ``L1`` ball of radius ``eps`` lies
+  inside the Linf ball of the same radius) and exactly one clean sample lies within ``b`` of the row (batches are
+  only controlled this way when their clean samples are more than ``2 b`` apart: the balls are disjoint), or
+- the attack is known to call the estimator on its whole batch in order (``positional``; the default PGD of
+  :class:`~art_diffpure.RandomnessAlignedAttack`): row ``r`` is sample ``r``, checked to lie within ``b`` of it.
 
 Anything else raises :class:`AmbiguousRowsError` after counting the rows in the audit: a row is never
 guessed. :class:`~art_diffpure.RandomnessAlignedAttack` therefore attacks one sample at a time when an
@@ -280,7 +281,9 @@ class RandomnessControl:
         predictions and other calls use configuration 0.
     :param bound: the attack's promised Linf perturbation bound around the clean sample, or ``None`` (unbounded:
         only single-sample batches can be identified).
-    :param positional: rows are the batch itself in order (ART's ``predict`` on exactly these samples), no search.
+    :param positional: rows are the batch itself in order (ART's ``predict`` on exactly these samples, or an attack
+        known to call the estimator on its whole batch in order), no search; with a ``bound`` every row is checked
+        to lie within it of its own sample.
     """
 
     def __init__(self, configs: Sequence[int] | None, eot_samples: int = 1, bound: float | None = None,
@@ -356,6 +359,12 @@ class RandomnessControl:
         if self.positional:
             if len(x) != n_clean:
                 self._fail(len(x), f"a positional control of {n_clean} samples got a call of {len(x)} rows")
+            if self.bound is not None:  # an attack's rows in order: each must lie in its own sample's ball
+                own = np.abs(np.asarray(x, dtype=np.float64).reshape(len(x), -1) - self._x_clean).max(axis=1)
+                if own.max() > self._slack_bound():
+                    bad = int((own > self._slack_bound()).sum())
+                    self._fail(len(x), f"{bad} of {len(x)} rows lie farther than the attack's bound "
+                                       f"{self.bound:.4g} (Linf) from their own sample", ambiguous=bad)
             return self._ids.copy()
         if n_clean == 1:
             return np.repeat(self._ids, len(x))
@@ -455,41 +464,11 @@ class StepNoise:
 
 
 __all__ = [
-    "ATTACK_DRAW_OFFSET",
-    "AmbiguousRowsError",
-    "DIGITS_SPLIT_SEED",
-    "DRAW_FAMILY_SIZE",
-    "EOT_SEED_STRIDE",
-    "EVALUATION_DRAW_OFFSET",
-    "FRESH_CHAIN_SEED_LIMIT",
-    "FRESH_GENERATOR_TAG",
-    "MAX_SEED",
-    "P_I",
-    "P_S",
-    "P_T",
-    "RandomnessAudit",
-    "RandomnessControl",
-    "RandomnessEscapeError",
-    "SEED_LIMIT",
-    "START_STREAM_ART",
-    "START_STREAM_DIFFATTACK",
-    "START_STREAM_DIFFHAMMER",
-    "START_STREAM_SURROGATE",
-    "StepNoise",
-    "TORCH_SEED_LIMIT",
-    "TRANSFER_SEED_OFFSET",
-    "active_controls",
-    "aligned_noise",
-    "attack_draw_seeds",
-    "eot_seeds",
-    "evaluation_draw_seeds",
-    "fresh_chain_seed",
-    "min_separation",
-    "numpy_seeded",
-    "numpy_start_seed",
-    "seed_hash",
-    "start_seed",
-    "step_seed",
-    "transfer_test_seed",
-    "urandom_seed",
+    "ATTACK_DRAW_OFFSET", "AmbiguousRowsError", "DIGITS_SPLIT_SEED", "DRAW_FAMILY_SIZE", "EOT_SEED_STRIDE",
+    "EVALUATION_DRAW_OFFSET", "FRESH_CHAIN_SEED_LIMIT", "FRESH_GENERATOR_TAG", "MAX_SEED", "P_I", "P_S", "P_T",
+    "RandomnessAudit", "RandomnessControl", "RandomnessEscapeError", "SEED_LIMIT", "START_STREAM_ART",
+    "START_STREAM_DIFFATTACK", "START_STREAM_DIFFHAMMER", "START_STREAM_SURROGATE", "StepNoise",
+    "TORCH_SEED_LIMIT", "TRANSFER_SEED_OFFSET", "active_controls", "aligned_noise", "attack_draw_seeds",
+    "eot_seeds", "evaluation_draw_seeds", "fresh_chain_seed", "min_separation", "numpy_seeded",
+    "numpy_start_seed", "seed_hash", "start_seed", "step_seed", "transfer_test_seed", "urandom_seed",
 ]

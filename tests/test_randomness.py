@@ -8,7 +8,8 @@ import pickle
 import numpy as np
 import pytest
 from art.attacks.attack import EvasionAttack
-from art.attacks.evasion import AutoAttack, AutoProjectedGradientDescent, DeepFool, SquareAttack
+from art.attacks.evasion import (AutoAttack, AutoProjectedGradientDescent, DeepFool, ProjectedGradientDescent,
+                                 SquareAttack)
 
 from conftest import art_classifier, make_purifier, tiny_classifier
 
@@ -147,21 +148,57 @@ def test_rows_are_never_guessed(images):
     assert ids.tolist() == [7, 7, 7] and seeds.tolist() == [0, 0, 0] and k == 1
 
 
+def _given_pgd(classifier):
+    """An ART PGD handed in by the user: its rows are identified by their distance to the clean samples."""
+    return ProjectedGradientDescent(classifier, eps=0.05, eps_step=0.02, max_iter=2, num_random_init=1,
+                                    batch_size=4, verbose=False)
+
+
 def test_duplicated_images_split_the_batch_into_groups_of_distant_samples(images):
     """A near-duplicate pair costs one extra group (each group's balls disjoint), not a per-sample run."""
     classifier, _ = _setup()
     x = np.concatenate([images[:3], images[:1]])  # sample 3 duplicates sample 0: different ids, different xi
-    attack = RandomnessAlignedAttack(classifier, eps=0.05, eps_step=0.02, max_iter=2, num_random_init=1,
-                                     batch_size=4)
+    attack = RandomnessAlignedAttack(classifier, attack=_given_pgd(classifier), batch_size=4)
     report = evaluate_aligned(attack, x, np.arange(4)).to_dict()
     assert "split into 2 groups" in report["identification"] and report["audit"]["attack"]["ok"]
     assert report["audit"]["attack"]["rows_ambiguous"] == 0
     # groups {0, 1, 2} and {3}: each is exactly the attack on that group alone (same ids, same random start)
     def alone(idx):
-        return RandomnessAlignedAttack(classifier, eps=0.05, eps_step=0.02, max_iter=2, num_random_init=1,
+        return RandomnessAlignedAttack(classifier, attack=_given_pgd(classifier),
                                        batch_size=4).generate(x[idx], np.arange(4)[idx], sample_ids=idx)
     np.testing.assert_array_equal(attack.last_x_adv[:3], alone(np.arange(3)))
     np.testing.assert_array_equal(attack.last_x_adv[3:], alone(np.array([3])))
+
+
+def test_the_default_pgd_attacks_a_batch_with_duplicates_in_one_piece_by_position(images):
+    """The default PGD calls the purifier on its whole batch in order: a duplicate does not split the batch, every
+    row runs under its own sample's xi (the duplicate's differs from its twin's), and nothing is guessed."""
+    classifier, purifier = _setup()
+    x = np.concatenate([images[:3], images[:1]])
+    attack = RandomnessAlignedAttack(classifier, eps=0.05, eps_step=0.02, max_iter=2, num_random_init=1,
+                                     batch_size=4)
+    report = evaluate_aligned(attack, x, np.arange(4)).to_dict()
+    assert report["identification"] == "batch" and attack.last_generation["groups"] == [[0, 1, 2, 3]]
+    audit = report["audit"]["attack"]
+    counts = attack.last_audit.rows_per_sample
+    assert audit["ok"] and audit["rows_ambiguous"] == 0 and sorted(counts) == [0, 1, 2, 3]
+    assert len(set(counts.values())) == 1  # every row of every call was one of the four samples
+    assert not np.array_equal(attack.last_x_adv[0], attack.last_x_adv[3])
+    # every gradient of the run is the one the attack would take for that sample id, wherever it sits
+    np.testing.assert_allclose(attack.loss_gradient(x[[3]], [3], sample_ids=[3]),
+                               4 * attack.loss_gradient(x, np.arange(4), sample_ids=np.arange(4))[[3]],  # mean loss
+                               rtol=1e-4, atol=1e-6)
+
+
+def test_a_positional_control_with_a_bound_checks_each_row_against_its_own_sample(images):
+    control = RandomnessControl([0], bound=0.05, positional=True)
+    control.set_batch(np.concatenate([images[:2], images[:1]]), [0, 1, 2])  # duplicates are fine in order
+    seeds, ids, _ = control.rows(np.concatenate([images[:2], images[:1]]) + 0.04, gradient=False, has_labels=False)
+    assert ids.tolist() == [0, 1, 2] and seeds.tolist() == [0, 0, 0]
+    swapped = np.concatenate([images[1:2], images[:1], images[:1]])  # rows 0 and 1 out of order
+    with pytest.raises(AmbiguousRowsError, match="from their own sample"):
+        control.rows(swapped, gradient=False, has_labels=False)
+    assert control.audit.rows_ambiguous == 2
 
 
 def test_distant_groups_partition_rows_into_pairwise_distant_sets():

@@ -25,14 +25,14 @@ if TYPE_CHECKING:  # pragma: no cover
 def sample_groups(x: np.ndarray, batch_size: int, control: RandomnessControl, estimator: "PyTorchClassifier",
                   purifier: "DiffusionPurifier") -> tuple[list[np.ndarray], str]:
     """
-    The index arrays of ``x`` attacked together, and how rows are identified: batches of ``batch_size`` samples;
-    a batch holding clean samples closer than twice the bound is split into groups of mutually distant samples
+    The index arrays of ``x`` attacked together, and how rows are identified: batches of ``batch_size`` samples
+    (also when the attack calls the estimator on its whole batch in order, ``control.positional``); a batch holding clean samples closer than twice the bound is split into groups of mutually distant samples
     (:func:`distant_groups`); single samples where rows could not be told apart at all (no perturbation bound,
     or a preprocessor before the purifier).
     """
     batches = [np.arange(a, min(a + batch_size, len(x))) for a in range(0, len(x), batch_size)]
     singles = [np.array([i]) for i in range(len(x))]
-    if control.configs is None:  # fresh noise needs no sample identity
+    if control.configs is None or control.positional:  # fresh noise needs no sample identity; rows in order
         return batches, "batch"
     if control.bound is None:
         return singles, "per-sample: the attack has no perturbation bound"

@@ -37,7 +37,8 @@ from tqdm.auto import tqdm
 
 from art_diffpure._utils import as_sample_ids, check_int, one_hot
 from art_diffpure.attacks.batching import looped_eot, sample_groups
-from art_diffpure.attacks.inner import attack_params_jsonable, check_inner, perturbation_bound
+from art_diffpure.attacks.inner import (attack_params_jsonable, check_inner, perturbation_bound,
+                                       unlogged_success_rate)
 from art_diffpure.attacks.protocols import AttackProtocol, get_protocol, protocol_attack, protocol_kwargs
 from art_diffpure.purifier import find_purifier
 from art_diffpure.randomness import (EOT_SEED_STRIDE, SEED_LIMIT, TRANSFER_SEED_OFFSET, RandomnessAudit,
@@ -230,8 +231,15 @@ class RandomnessAlignedAttack(EvasionAttack):
 
     # ------------------------------------------------------------------ attack
     def _control(self, positional: bool = False) -> RandomnessControl:
-        bound = None if positional else perturbation_bound(self.inner)
-        return RandomnessControl(self.attack_seeds(), self.eot_samples, bound=bound, positional=positional)
+        """The control of one generate (``positional``: of a call on exactly the batch, in order). The default PGD,
+        built here, calls the estimator on its whole batch in order, so when the purifier sees the rows as the attack made
+        them they are identified by position (each checked to lie in its own sample's ball): batches holding
+        near-duplicates are not split."""
+        if positional:
+            return RandomnessControl(self.attack_seeds(), self.eot_samples, positional=True)
+        ordered = self.attack is None and self.estimator.preprocessing_operations[0] is self.purifier
+        return RandomnessControl(self.attack_seeds(), self.eot_samples, bound=perturbation_bound(self.inner),
+                                 positional=ordered)
 
     def _groups(self, x: np.ndarray, control: RandomnessControl) -> tuple[list[np.ndarray], str]:
         return sample_groups(x, self.batch_size, control, self.estimator, self.purifier)
@@ -264,7 +272,7 @@ class RandomnessAlignedAttack(EvasionAttack):
         groups, identification = self._groups(x, control)
         x_adv = np.empty_like(x)
         t0 = time.perf_counter()
-        with self.purifier.controlled(control), self._eot_loop(control):
+        with self.purifier.controlled(control), self._eot_loop(control), unlogged_success_rate(self.inner):
             for idx in tqdm(groups, desc="RandomnessAlignedAttack", disable=not self.verbose):
                 control.set_batch(x[idx], ids[idx])
                 with numpy_seeded(numpy_start_seed(self.seed, int(ids[idx][0]))):
