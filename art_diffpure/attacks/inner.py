@@ -5,11 +5,16 @@ What :class:`~art_diffpure.RandomnessAlignedAttack` needs to know about the ART 
   (rows of a batch are told apart by it, see :mod:`art_diffpure.randomness`);
 - :func:`check_inner`: the attack (and its sub-attacks) is built on the classifier whose purifier carries the
   randomness, not on a copy with another purifier object;
-- :func:`attack_params_jsonable`: an attack's ``attack_params`` for a report.
+- :func:`attack_params_jsonable`: an attack's ``attack_params`` for a report;
+- :func:`unlogged_success_rate`: ART's PGD does not purify twice more for a log line nobody reads.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+import contextlib
+import logging
+import sys
+import threading
+from typing import TYPE_CHECKING, Any, Iterator
 
 import numpy as np
 from art.attacks.attack import EvasionAttack
@@ -89,4 +94,50 @@ def attack_params_jsonable(obj: Any, names: Any = None) -> dict[str, Any]:
     return {k: _jsonable(getattr(obj, k)) for k in names if hasattr(obj, k)}
 
 
-__all__ = ["attack_params_jsonable", "check_inner", "perturbation_bound"]
+_PATCH_LOCK = threading.Lock()
+_PATCHED: dict[str, tuple[Any, int]] = {}  # module name -> (ART's compute_success, number of open blocks)
+
+
+def _skipped_success_rate(*args: Any, **kwargs: Any) -> float:
+    """Stands in for ``art.utils.compute_success`` where its value only feeds a disabled INFO log line."""
+    return float("nan")
+
+
+@contextlib.contextmanager
+def unlogged_success_rate(attack: EvasionAttack) -> Iterator[None]:
+    """
+    For the block, ART's projected gradient descent skips the success rate it computes at the end of every
+    ``generate`` for an INFO log line (two more purified predictions of the whole batch, evaluated even when the log
+    level hides the line), unless its module's logger is enabled for INFO. The returned examples are unchanged;
+    the block only leaves out those two predictions. Other attacks are left as they are.
+    """
+    from art.utils import compute_success
+
+    impl = getattr(attack, "_attack", attack)  # ART's ProjectedGradientDescent delegates to a framework class
+    name = type(impl).__module__
+    module = sys.modules.get(name)
+    if (not name.startswith("art.attacks.evasion.projected_gradient_descent.") or module is None
+            or logging.getLogger(name).isEnabledFor(logging.INFO)):
+        yield
+        return
+    with _PATCH_LOCK:
+        original, depth = _PATCHED.get(name, (getattr(module, "compute_success", None), 0))
+        patch = original is compute_success  # else not the function this was written against: leave it alone
+        if patch:
+            _PATCHED[name] = (original, depth + 1)
+            module.compute_success = _skipped_success_rate
+    if not patch:
+        yield
+        return
+    try:
+        yield
+    finally:
+        with _PATCH_LOCK:
+            original, depth = _PATCHED.pop(name)
+            if depth > 1:
+                _PATCHED[name] = (original, depth - 1)
+            else:
+                module.compute_success = original
+
+
+__all__ = ["attack_params_jsonable", "check_inner", "perturbation_bound", "unlogged_success_rate"]

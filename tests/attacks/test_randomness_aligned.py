@@ -91,6 +91,27 @@ def test_subset_calls_get_their_own_sample_ids(images):
 
 
 # ---------------------------------------------------------------------------------------------------- transfer
+def test_art_pgd_leaves_out_its_success_log_predictions_unless_info_is_enabled(images, caplog):
+    """ART's PGD ends generate with two purified predictions for an INFO log line: left out while INFO is off
+    (fewer purifier calls, the same examples), computed and logged when it is on, and ART's function restored."""
+    import logging
+
+    import art.utils
+    from art.attacks.evasion.projected_gradient_descent import projected_gradient_descent_pytorch as module
+
+    classifier, _ = _setup()
+    attack = RandomnessAlignedAttack(classifier, eps=0.1, eps_step=0.05, max_iter=2, batch_size=4)
+    x, y = images[:4], _labels(4)
+    quiet = attack.generate(x, y)
+    quiet_calls = attack.last_audit.calls
+    with caplog.at_level(logging.INFO, logger=module.__name__):
+        logged = attack.generate(x, y)
+    assert quiet_calls == 2 and attack.last_audit.calls == 4  # 2 gradients (+ clean and adversarial predictions)
+    assert any("Success rate of attack" in r.getMessage() for r in caplog.records)
+    np.testing.assert_array_equal(quiet, logged)
+    assert module.compute_success is art.utils.compute_success
+
+
 def test_transfer_mode_tests_under_different_seeds(images):
     classifier, purifier = _setup()
     attack = RandomnessAlignedAttack(classifier, randomness="transfer", seed=4, eps=0.1, eps_step=0.03,
