@@ -21,14 +21,10 @@ NAME = "b6_purification_attacks"
 
 def hammer_iteration(attack, x: np.ndarray, y: np.ndarray, it: int) -> np.ndarray:
     """One DiffHammer iteration's gradient (the work of its ``gradient`` callback, without the APGD update)."""
-    from art_diffpure.attacks.diffhammer import select_draw
-
     ids = np.arange(len(x))
     draws = attack.head.draws(attack.seed, it * attack.n_draws, attack.n_draws)
     losses, grads, _, seeds = attack.draw_statistics(x, y, draws, ids, "ce")
-    chosen, weights = select_draw(grads, losses, attack.eps, attack.lam)
-    incoming = (weights[..., None] * grads).sum(axis=0) / weights.sum(axis=0)[:, None]
-    return attack.head.draw_vjp(x, incoming.reshape(x.shape), [int(seeds[j]) for j in chosen], ids.tolist())
+    return attack.grafted_gradient(x, losses, grads, seeds, ids)
 
 
 def main(argv=None) -> dict:

@@ -11,7 +11,8 @@ Each iteration at x_adv:
    ``j* = argmax_j sum_k elu(l_k + eps <sign(g_j), g_k>)``; weights ``w_k = sigmoid(lam (l_k + <sign(g_j*), g_k>))``
    and the incoming gradient ``r = sum_k w_k g_k / sum_k w_k``.
 3. M-step (gradient grafting): ONE full backward through draw j*, replaying exactly its noise, with ``r`` as the
-   incoming gradient (:meth:`~art_diffpure.DiffusionPurifier.draw_vjp`); averaged with the previous step's
+   incoming gradient (:meth:`~art_diffpure.DiffusionPurifier.draw_vjp`; checkpointed only when its graph would
+   exceed the memory budget, see :meth:`DiffHammer.grafted_gradient`); averaged with the previous step's
    gradient as ``v g + (1 - v) g_prev``, ``v = (i + 1)^-alpha``.
 4. An APGD update (:mod:`~art_diffpure.attacks.apgd`) on the worst-case loss over the N draws.
 
@@ -109,6 +110,27 @@ class DiffHammer(EvasionAttack):
         return (losses.detach().reshape(e, n).cpu().numpy().astype(np.float64),
                 grad.reshape(e, n, -1).cpu().numpy().astype(np.float64), success.cpu().numpy(), list(draws))
 
+    def grafted_gradient(self, x: np.ndarray, losses: np.ndarray, grads: np.ndarray, seeds: Sequence[int],
+                         ids: Sequence[int]) -> np.ndarray:
+        """
+        Steps 2 and 3 of one iteration at ``x``: the E-step on the draws' statistics (:meth:`draw_statistics`),
+        then ONE backward through the chosen draw of each sample with the weighted incoming gradient.
+
+        The backward covers one draw of ``len(x)`` rows, a ``1/N`` share of the no-grad pass. Where the purifier
+        forces checkpointing (``checkpoint=True``), this backward decides it by memory instead
+        (``checkpoint="auto"``): a checkpointed chain runs the draw's forward twice (without a graph, then again
+        inside the backward) and pays the recomputation's bookkeeping on every saved tensor, for memory that one
+        draw needs only when its graph would exceed the budget. The gradient is the same either way.
+
+        :return: the gradient with respect to ``x``, shaped like ``x``.
+        """
+        chosen, weights = select_draw(grads, losses, self.eps, self.lam)
+        incoming = (weights[..., None] * grads).sum(axis=0) / weights.sum(axis=0)[:, None]
+        chosen_seeds = [int(seeds[j]) for j in chosen]
+        checkpoint = "auto" if self.head.purifier.checkpoint is True else None
+        return self.head.draw_vjp(x, incoming.reshape(x.shape), chosen_seeds, np.asarray(ids).tolist(),
+                                  checkpoint=checkpoint)
+
     def _attack_batch(self, xb: np.ndarray, yb: np.ndarray, ib: np.ndarray, clip: tuple[float, float],
                       records: list[np.ndarray]) -> np.ndarray:
         best = xb.copy()
@@ -125,10 +147,7 @@ class DiffHammer(EvasionAttack):
                 better = (score[:, 0] > best_score[:, 0]) | ((score[:, 0] == best_score[:, 0])
                                                               & (score[:, 1] > best_score[:, 1]))
                 best[better], best_score[better] = z[better], score[better]
-                chosen, weights = select_draw(grads, losses, self.eps, self.lam)
-                incoming = (weights[..., None] * grads).sum(axis=0) / weights.sum(axis=0)[:, None]
-                chosen_seeds = [int(seeds[j]) for j in chosen]
-                g = self.head.draw_vjp(z, incoming.reshape(z.shape), chosen_seeds, ib.tolist())
+                g = self.grafted_gradient(z, losses, grads, seeds, ib)
                 if "g" in past:
                     v = (it + 1) ** -self.alpha
                     g = v * g + (1 - v) * past["g"]

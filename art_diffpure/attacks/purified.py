@@ -62,16 +62,30 @@ class PurifiedClassifier:
         return self.purifier.purify_draw(self._apply(self._pre, x), seeds, ids, return_trajectory=return_trajectory,
                                          trajectory_steps=trajectory_steps)
 
-    def draw_vjp(self, x: np.ndarray, incoming: np.ndarray, seeds: Sequence[int], ids: Sequence[int]) -> np.ndarray:
+    def draw_vjp(self, x: np.ndarray, incoming: np.ndarray, seeds: Sequence[int], ids: Sequence[int],
+                 checkpoint: bool | str | None = None) -> np.ndarray:
         """``incoming`` (shaped like the purified output) pulled back to ``x`` through the named draws, one full
-        backward replaying their noise (the preprocessing before the purifier included)."""
+        backward replaying their noise (the preprocessing before the purifier included).
+
+        :param checkpoint: the purifier's checkpointing for this backward only (``True``, ``False`` or ``"auto"``);
+            ``None``: its own setting. Checkpointing changes the memory and time of the backward, not its result.
+        """
         import torch
 
-        with torch.enable_grad():
-            leaf = self.tensor(x).requires_grad_(True)
-            out = self.purify(leaf, seeds, ids)
-            (grad,) = torch.autograd.grad(out, leaf, grad_outputs=torch.as_tensor(incoming, dtype=out.dtype,
-                                                                                  device=out.device))
+        purifier = self.purifier
+        setting = purifier.checkpoint
+        if checkpoint is not None:
+            if checkpoint not in (True, False, "auto"):
+                raise ValueError(f"checkpoint must be True, False, 'auto' or None, got {checkpoint!r}")
+            purifier.checkpoint = checkpoint
+        try:
+            with torch.enable_grad():
+                leaf = self.tensor(x).requires_grad_(True)
+                out = self.purify(leaf, seeds, ids)
+                (grad,) = torch.autograd.grad(out, leaf, grad_outputs=torch.as_tensor(incoming, dtype=out.dtype,
+                                                                                      device=out.device))
+        finally:
+            purifier.checkpoint = setting
         return grad.cpu().numpy()
 
     def logits(self, purified: "torch.Tensor") -> "torch.Tensor":

@@ -180,6 +180,31 @@ def test_diffhammer_selection_and_weights_equal_a_hand_computation():
             assert weights[k, b] == pytest.approx(1 / (1 + np.exp(-lam * (losses[k, b] + agreement))), rel=1e-12)
 
 
+def test_diffhammer_graft_decides_checkpointing_by_memory_with_the_same_gradient(x3):
+    """Under checkpoint=True the grafted backward of one draw checkpoints only when its graph exceeds the budget;
+    its gradient is bit-identical to the forced checkpointed backward, and the purifier keeps its setting."""
+    classifier = art_classifier(tiny_classifier(), make_purifier(t_star=6, seed=None, checkpoint=True))
+    attack = DiffHammer(classifier, eps=0.1, n_draws=3)
+    purifier, x, ids = attack.head.purifier, x3.astype(np.float32), np.arange(3)
+    losses, grads, _, seeds = attack.draw_statistics(x, Y3, attack.head.draws(0, 0, 3), ids, "ce")
+    grafted = attack.grafted_gradient(x, losses, grads, seeds, ids)
+    assert purifier.last_checkpointed is False and purifier.checkpoint is True
+    chosen, weights = select_draw(grads, losses, attack.eps, attack.lam)
+    incoming = ((weights[..., None] * grads).sum(axis=0) / weights.sum(axis=0)[:, None]).reshape(x.shape)
+    chosen_seeds = [int(seeds[j]) for j in chosen]
+    forced = attack.head.draw_vjp(x, incoming, chosen_seeds, ids, checkpoint=True)
+    assert purifier.last_checkpointed is True
+    np.testing.assert_array_equal(grafted, forced)
+    purifier.checkpoint_budget_bytes = 1  # no room for the graph: "auto" checkpoints
+    np.testing.assert_array_equal(attack.grafted_gradient(x, losses, grads, seeds, ids), forced)
+    assert purifier.last_checkpointed is True
+    with pytest.raises(ValueError, match="checkpoint"):
+        attack.head.draw_vjp(x, incoming, chosen_seeds, ids, checkpoint="sometimes")
+    with pytest.raises(ValueError, match="seeds"):  # fails inside the chain: the setting is restored
+        attack.head.draw_vjp(x, incoming, chosen_seeds[:2], ids, checkpoint=False)
+    assert purifier.checkpoint is True
+
+
 def test_apgd_checkpoints_and_it_climbs_a_concave_loss():
     assert checkpoints(100)[:4] == [0, 22, 41, 57]
     target = np.array([[0.3, -0.2], [0.05, 0.4]])
