@@ -11,8 +11,8 @@ Each iteration at x_adv:
    ``j* = argmax_j sum_k elu(l_k + eps <sign(g_j), g_k>)``; weights ``w_k = sigmoid(lam (l_k + <sign(g_j*), g_k>))``
    and the incoming gradient ``r = sum_k w_k g_k / sum_k w_k``.
 3. M-step (gradient grafting): ONE full backward through draw j*, replaying exactly its noise, with ``r`` as the
-   incoming gradient (:meth:`~art_diffpure.DiffusionPurifier.draw_vjp`; checkpointed only when its graph would
-   exceed the memory budget, see :meth:`DiffHammer.grafted_gradient`); averaged with the previous step's
+   incoming gradient (:meth:`~art_diffpure.DiffusionPurifier.draw_vjp`, :meth:`DiffHammer.grafted_gradient`);
+   averaged with the previous step's
    gradient as ``v g + (1 - v) g_prev``, ``v = (i + 1)^-alpha``.
 4. An APGD update (:mod:`~art_diffpure.attacks.apgd`) on the worst-case loss over the N draws.
 
@@ -116,20 +116,17 @@ class DiffHammer(EvasionAttack):
         Steps 2 and 3 of one iteration at ``x``: the E-step on the draws' statistics (:meth:`draw_statistics`),
         then ONE backward through the chosen draw of each sample with the weighted incoming gradient.
 
-        The backward covers one draw of ``len(x)`` rows, a ``1/N`` share of the no-grad pass. Where the purifier
-        forces checkpointing (``checkpoint=True``), this backward decides it by memory instead
-        (``checkpoint="auto"``): a checkpointed chain runs the draw's forward twice (without a graph, then again
-        inside the backward) and pays the recomputation's bookkeeping on every saved tensor, for memory that one
-        draw needs only when its graph would exceed the budget. The gradient is the same either way.
+        The backward follows the purifier's ``checkpoint`` setting like every other gradient: a forced
+        ``checkpoint=True`` is kept although one draw's graph is a ``1/N`` share of the no-grad pass's rows
+        (:meth:`~art_diffpure.attacks.purified.PurifiedClassifier.draw_vjp` takes a setting for one backward where a
+        caller wants another).
 
         :return: the gradient with respect to ``x``, shaped like ``x``.
         """
         chosen, weights = select_draw(grads, losses, self.eps, self.lam)
         incoming = (weights[..., None] * grads).sum(axis=0) / weights.sum(axis=0)[:, None]
         chosen_seeds = [int(seeds[j]) for j in chosen]
-        checkpoint = "auto" if self.head.purifier.checkpoint is True else None
-        return self.head.draw_vjp(x, incoming.reshape(x.shape), chosen_seeds, np.asarray(ids).tolist(),
-                                  checkpoint=checkpoint)
+        return self.head.draw_vjp(x, incoming.reshape(x.shape), chosen_seeds, np.asarray(ids).tolist())
 
     def _attack_batch(self, xb: np.ndarray, yb: np.ndarray, ib: np.ndarray, clip: tuple[float, float],
                       records: list[np.ndarray]) -> np.ndarray:
