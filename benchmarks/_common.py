@@ -54,8 +54,20 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def _load_and_date() -> tuple[list[float] | None, str]:
+    load = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
+    return load, time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+# The run's start, taken when a script imports this module: a result file is written at the end, and the load
+# during the run is what qualifies its timings.
+_START_LOAD, _START_DATE = _load_and_date()
+_START_CLOCK = time.perf_counter()
+
+
 def environment() -> dict[str, Any]:
-    """Machine and library versions, recorded in every result file."""
+    """Machine and library versions, and the load average and date at the script's start and at this call (the
+    end, when a result is written), recorded in every result file."""
     import numpy
     import torch
 
@@ -68,8 +80,11 @@ def environment() -> dict[str, Any]:
         "torch": torch.__version__,
         "numpy": numpy.__version__,
         "cuda_available": torch.cuda.is_available(),
-        "loadavg_at_start": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
-        "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "loadavg_at_start": _START_LOAD,
+        "date_utc": _START_DATE,
+        "loadavg_at_end": _load_and_date()[0],
+        "date_utc_end": _load_and_date()[1],
+        "script_wall_s": time.perf_counter() - _START_CLOCK,
         "command": " ".join([os.path.relpath(sys.argv[0], ROOT) if os.path.isabs(sys.argv[0]) else sys.argv[0]]
                             + sys.argv[1:]),
     }
