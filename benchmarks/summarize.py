@@ -66,7 +66,21 @@ def main(directory: str | None = None) -> None:
         print(f"- compression {b4['compression_rate_median_s']:.2f} s {b4['compression_rate_s']}, rate "
               f"{b4['compression_rate_l2']:.4f}; PGD {b4['pgd_median_s']:.1f} s, robust {b4['robust_accuracy']:.4f}; "
               f"ratio {b4['cost_ratio']:.1f}x")
-    for name in ("b1_paper_pipeline", "b2_memory", "b3_eot", "b4_compression_cost"):
+        for row in b4.get("per_n_samples", []):
+            print(f"  - n_samples {row['n_samples']}: {row['median_s']:.2f} s {row['compression_rate_s']}, ratio "
+                  f"{row['cost_ratio']:.1f}x, target met {row['target_met']}")
+    for name in ("b4_compression_agreement", "b4_compression_agreement_default_report"):
+        agreement = load(directory, name)
+        if agreement:
+            check = agreement["reproduces_report"]
+            print(f"## B4 agreement ({agreement['environment']['command']}; report {agreement['settings']['report']}, "
+                  f"{agreement['settings']['n_configurations']} configurations, {agreement['settings']['n_images']} "
+                  f"images; n_samples {check['n_samples']} reproduces the report to {check['max_abs_diff']:.1e})")
+            for row in agreement["agreement"]:
+                print(f"  - n_samples {row['n_samples']}: Spearman rho {row['spearman_rho']:.3f} (p "
+                      f"{row['spearman_p']:.2g}), rank rho with the reference {row['rank_rho_with_reference']:.3f}")
+    for name in ("b1_paper_pipeline", "b2_memory", "b3_eot", "b4_compression_cost", "b4_compression_agreement",
+                 "b4_compression_agreement_default_report"):
         d = load(directory, name)
         if d:
             e = d["environment"]

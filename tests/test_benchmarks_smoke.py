@@ -15,7 +15,8 @@ CASES = {
                           []),
     "b2_memory": (["rows", "summary", "metric"], ["--in-process", "--live"]),
     "b3_eot": (["speedup", "batched_median_s", "sequential_median_s", "grad_max_rel_diff"], []),
-    "b4_compression_cost": (["cost_ratio", "compression_rate_median_s", "pgd_median_s", "robust_accuracy"], []),
+    "b4_compression_cost": (["cost_ratio", "compression_rate_median_s", "pgd_median_s", "robust_accuracy",
+                             "per_n_samples", "reference_n_samples"], []),
     "b5_gpu": (["rows", "flops", "measured_peak_flops_per_s", "projection"], []),
     "b6_purification_attacks": (["time_ratio", "memory_ratio", "diffhammer_median_s", "pgd_eot_median_s", "memory"],
                                 []),
@@ -40,6 +41,48 @@ def test_smoke(name, tmp_path, bench_path):
     for key in keys + ["environment", "settings"]:
         assert key in data, key
     assert data["environment"]["torch"]
+
+
+def test_b4_times_every_n_samples(tmp_path, bench_path):
+    b4 = importlib.import_module("b4_compression_cost")
+    data = b4.main(["--smoke", "--threads", "1", "--repeats", "2", "--out", str(tmp_path / "b4.json")])
+    assert [row["n_samples"] for row in data["per_n_samples"]] == [2, 4, 8] and data["reference_n_samples"] == 8
+    for row in data["per_n_samples"]:
+        assert len(row["compression_rate_s"]) == 4  # two rounds before the attack, two after
+        assert row["cost_ratio"] == pytest.approx(data["pgd_median_s"] / row["median_s"])
+        assert row["target_met"] == (row["cost_ratio"] >= 50.0)
+    assert data["cost_ratio"] == data["per_n_samples"][-1]["cost_ratio"]  # the top-level keys describe 8 samples
+
+
+def test_b4_agreement_runs_on_the_committed_report(tmp_path, bench_path):
+    b4 = importlib.import_module("b4_compression_cost")
+    out = tmp_path / "agreement.json"
+    b4.main(["--agreement", "--smoke", "--threads", "1", "--n-samples", "2", "8", "--out", str(out)])
+    data = json.loads(out.read_text())
+    assert data["benchmark"] == "b4_compression_agreement" and data["smoke"] is True
+    assert data["settings"]["report"] == os.path.join("docs", "digits-report-confirmatory")
+    assert data["settings"]["n_images"] == b4.SMOKE_IMAGES and data["environment"]["command"]
+    assert [c["label"] for c in data["configurations"]] == ["ddpm t*=10", "ddpm t*=20", "ddpm t*=50"]
+    assert all(set(c["compression_by_n_samples"]) == {"2", "8"} for c in data["configurations"])
+    assert data["reproduces_report"] is None  # fewer images than the report: nothing to compare
+    assert [row["n_samples"] for row in data["agreement"]] == [2, 8]
+    for row in data["agreement"]:
+        assert {"spearman_rho", "spearman_p", "rank_rho_with_reference", "same_ranking_as_reference"} <= set(row)
+    assert data["agreement"][1]["rank_rho_with_reference"] == pytest.approx(1.0)
+
+
+def test_b4_agreement_refuses_a_report_of_another_setting(tmp_path, bench_path):
+    b4 = importlib.import_module("b4_compression_cost")
+    root = os.path.dirname(BENCH)
+    with open(os.path.join(root, "docs", "digits-report-confirmatory", "results.json"), encoding="utf-8") as f:
+        report = json.load(f)
+    report["setting"]["sizes"]["sweep_images"] = 16
+    (tmp_path / "results.json").write_text(json.dumps(report))
+    with pytest.raises(SystemExit, match="sizes"):
+        b4.main(["--agreement", str(tmp_path), "--smoke", "--threads", "1", "--out", str(tmp_path / "a.json")])
+    with pytest.raises(SystemExit, match="must include"):
+        b4.main(["--agreement", "--smoke", "--threads", "1", "--n-samples", "2", "4",
+                 "--out", str(tmp_path / "b.json")])
 
 
 # ---------------------------------------------------------------------------------------------- smoke output location
