@@ -124,16 +124,17 @@ def test_purify_draw_rejects_bad_trajectory_steps(x3, kwargs, message):
 
 
 def _live_peak_bytes(fn) -> int:
-    """Peak of the live CPU tensor bytes allocated by ``fn`` (torch profiler memory events in time order)."""
-    from torch.profiler import ProfilerActivity, profile
+    """Peak of the live CPU tensor bytes allocated by ``fn``, measured as benchmark B2 measures it."""
+    import os
+    import sys
 
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        fn()
-    live = peak = 0
-    for event in sorted(prof.events(), key=lambda e: e.time_range.start):
-        live += event.self_cpu_memory_usage
-        peak = max(peak, live)
-    return peak
+    bench = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "benchmarks")
+    sys.path.insert(0, bench)  # the script imports its _common helper
+    try:
+        from b2_memory import live_peak_mib
+    finally:
+        sys.path.remove(bench)
+    return int(round(live_peak_mib(fn) * 2**20))
 
 
 def test_diffattack_holds_only_the_states_in_its_loss(x3, monkeypatch):
