@@ -27,13 +27,13 @@ def register(sub) -> None:
                         help="run nothing: write the report from the finished parts, listing what is still to run")
     parser.add_argument("--purification-attacks", action="store_true",
                         help="also run the attacks built for purification (DiffHammer, DiffAttack, surrogate "
-                             "PGD-EOT; evaluate --attack NAME, aligned, the registry's budgets) after the others, each "
-                             "a stronger-attack check against PGD-40: GPU work at the report's size (DiffHammer alone "
-                             "~3.5 s per iteration for 8 images at t* = 100 on one CPU core, x 100 iterations x 3 "
-                             "losses); default: off")
+                             "PGD-EOT; as evaluate --attack NAME, aligned, the registry's budgets) after the others, "
+                             "each a stronger-attack check against PGD-40. GPU work at the report's size: at t* = 100 "
+                             "and 128 images about 12 h (DiffHammer), 4 h (DiffAttack) and 0.5 h (surrogate) of one "
+                             "CPU core per sampler (default: off)")
     parser.add_argument("--purification-max-iter", type=at_least(1), default=None,
-                        help="iterations of each of those attacks (evaluate --max-iter; default: the registry's, "
-                             "100 / 100 / 200); only with --purification-attacks")
+                        help="iterations of each of those attacks (evaluate --max-iter, per loss; default: the "
+                             "registry's, 100 / 100 / 200); only with --purification-attacks")
     parser.set_defaults(run=run, _masking_parser=parser)
 
 

@@ -42,8 +42,9 @@ AUTOATTACK_RAND_EOT = 20
 AUTOATTACK_RAND_CHUNK = 16
 # The attacks built for purification (``art-diffpure evaluate --attack NAME``), opt-in (``purification_attacks``):
 # appended after the plan's attacks, each with the registry's defaults (the papers' budgets) unless
-# ``purification_max_iter`` cuts their iterations. GPU work at the report's size: DiffHammer alone takes ~3.5 s per
-# iteration for 8 images at t* = 100 on one core, x 100 iterations x 3 losses.
+# ``purification_max_iter`` cuts their iterations. GPU work at the report's size: on 8 digits images at t* = 100 one
+# (loaded) CPU core took about 27 s per DiffHammer iteration (its 3 losses), 10 s per DiffAttack iteration (its 2)
+# and 0.5 s per surrogate one, i.e. about 12 h, 4 h and 0.5 h per sampler at 128 images and the registry's budgets.
 PURIFICATION_ATTACKS = ("diffhammer", "diffattack", "surrogate-pgd-eot")
 
 
