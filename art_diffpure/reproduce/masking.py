@@ -4,9 +4,11 @@
 For each sampler the aligned (fixed-randomness) purifier is attacked by PGD with 10, 40, 100 and 200
 iterations, PGD-40 with restarts, Square with ``--square-queries`` queries, BPDA PGD-40, PGD-40 transferred
 from the undefended classifier, AutoAttack's APGD-CE + APGD-DLR (100 iterations each, aligned, so no EOT), and
-PGD-40 at a budget of the whole input range; :mod:`art_diffpure.evaluations.gradient_masking` turns the per-image
-outcomes into checks. Every finished attack is written to ``<out>/parts/`` atomically with a fingerprint of its
-settings, so an interrupted run resumes where it stopped; ``results.json`` and ``report.md`` come last.
+PGD-40 at a budget of the whole input range; opt-in (``purification_attacks``), after these, by the attacks built
+for purification (DiffHammer, DiffAttack, surrogate PGD-EOT, aligned, as ``art-diffpure evaluate --attack NAME``
+runs them). :mod:`art_diffpure.evaluations.gradient_masking` turns the per-image outcomes into checks. Every
+finished attack is written to ``<out>/parts/`` atomically with a fingerprint of its settings, so an interrupted
+run resumes where it stopped; ``results.json`` and ``report.md`` come last.
 Several processes may run the same command on one ``out`` (one per core): each claims a part while it runs it
 (:func:`~art_diffpure.reproduce.store.claimed`) and the others skip it; the last to finish writes the complete
 report (or rerun with ``--report-only``).
@@ -38,14 +40,24 @@ AUTOATTACK_RAND_EOT = 20
 # ... so it runs in chunks of this many images, each a resumable part (~30 min of one core at t* = 100), its
 # fresh-noise generator seeded from the chunk's first image index.
 AUTOATTACK_RAND_CHUNK = 16
+# The attacks built for purification (``art-diffpure evaluate --attack NAME``), opt-in (``purification_attacks``):
+# appended after the plan's attacks, each with the registry's defaults (the papers' budgets) unless
+# ``purification_max_iter`` cuts their iterations. GPU work at the report's size: on 8 digits images at t* = 100 one
+# (loaded) CPU core took about 27 s per DiffHammer iteration (its 3 losses), 10 s per DiffAttack iteration (its 2)
+# and 0.5 s per surrogate one, i.e. about 12 h, 4 h and 0.5 h per sampler at 128 images and the registry's budgets.
+PURIFICATION_ATTACKS = ("diffhammer", "diffattack", "surrogate-pgd-eot")
 
 
 def _atomic_json(path: str, obj: Any) -> None:
     atomic_write(path, json.dumps(obj, indent=1, sort_keys=True).encode())
 
 
-def attack_plan(eps: float, square_queries: int, restarts: int) -> list[tuple[str, dict[str, Any]]]:
-    """The attacks of one sampler, cheapest first: (name, settings)."""
+def attack_plan(eps: float, square_queries: int, restarts: int, purification_attacks: bool = False,
+                purification_max_iter: int | None = None) -> list[tuple[str, dict[str, Any]]]:
+    """
+    The attacks of one sampler, cheapest first: (name, settings). ``purification_attacks`` appends
+    :data:`PURIFICATION_ATTACKS` (their settings: :func:`purification_plan`); the default plan is the same either way.
+    """
     ref, apgd = REFERENCE_ITERATIONS, APGD_ITERATIONS
     plan = [("transfer", dict(max_iter=ref)), ("bpda", dict(max_iter=ref))]
     plan += [(f"pgd{k}", dict(max_iter=k)) for k in PGD_ITERATIONS]
@@ -53,7 +65,25 @@ def attack_plan(eps: float, square_queries: int, restarts: int) -> list[tuple[st
              ("apgd_ce_dlr", dict(max_iter=apgd)), (f"square{square_queries}", dict(queries=square_queries)),
              (f"autoattack_rand_eot{AUTOATTACK_RAND_EOT}", dict(max_iter=apgd, eot=AUTOATTACK_RAND_EOT,
                                                                 chunk=AUTOATTACK_RAND_CHUNK))]
+    plan += purification_plan(purification_max_iter) if purification_attacks else []
     return [(name, dict(kw, eps=kw.get("eps", eps))) for name, kw in plan]
+
+
+def purification_plan(max_iter: int | None = None) -> list[tuple[str, dict[str, Any]]]:
+    """
+    The attacks built for purification as parts of the plan: the registry's ``max_iter`` and ``eot`` defaults (the
+    papers'), ``max_iter`` instead where given; the surrogate's step count too, so that each part's fingerprint
+    holds what decides its examples (the run's eps is added by :func:`attack_plan`).
+    """
+    from art_diffpure.attacks.registry import ATTACKS, SURROGATE_STEPS
+
+    plan = []
+    for name in PURIFICATION_ATTACKS:
+        defaults = ATTACKS[name].defaults
+        kw = dict(max_iter=int(defaults["max_iter"] if max_iter is None else max_iter), eot=int(defaults["eot"]),
+                  seed=0, randomness="aligned")
+        plan.append((name, dict(kw, surrogate_steps=SURROGATE_STEPS) if name == "surrogate-pgd-eot" else kw))
+    return plan
 
 
 def run_attack(name: str, kw: dict[str, Any], make: Callable[[str], Any], x: np.ndarray, y: np.ndarray,
@@ -97,6 +127,8 @@ def run_attack(name: str, kw: dict[str, Any], make: Callable[[str], Any], x: np.
         with seeded_numpy(first_image):
             report = evaluate_aligned(attack, x, y).to_dict()
         return {k: report[k] for k in ("robust_accuracy", "success", "adv_correct")}
+    if name in PURIFICATION_ATTACKS:
+        return _purification_attack(name, kw, classifier, x, y, batch_size)
     if name == "apgd_ce_dlr":
         attack = RandomnessAlignedAttack.from_protocol(classifier, "autoattack_rand", eps=eps, max_iter=kw["max_iter"],
                                                        eot_samples=1, randomness="aligned", batch_size=batch_size)
@@ -104,6 +136,29 @@ def run_attack(name: str, kw: dict[str, Any], make: Callable[[str], Any], x: np.
         return {k: report[k] for k in ("robust_accuracy", "success", "adv_correct")}
     return run_pgd(classifier, x, y, eps, "aligned", max_iter=kw["max_iter"],
                    num_random_init=int(kw.get("restarts", 1)), **common)
+
+
+def _purification_attack(name: str, kw: dict[str, Any], classifier: Any, x: np.ndarray, y: np.ndarray,
+                         batch_size: int) -> dict[str, Any]:
+    """
+    One attack of the registry run as ``art-diffpure evaluate --attack NAME --randomness aligned --seeds 0`` runs
+    it (inside the aligned wrapper, which hands it the test's configuration as its draws; sample ids = image
+    indices), its final examples judged under the aligned test randomness like every aligned row.
+    """
+    from art_diffpure.attacks.randomness_aligned import RandomnessAlignedAttack
+    from art_diffpure.attacks.registry import ATTACKS
+    from art_diffpure.purifier import find_purifier
+    from art_diffpure.randomness import FRESH_GENERATOR_TAG, seed_hash
+
+    named, seed = ATTACKS[name], int(kw["seed"])
+    options = dict(eps=float(kw["eps"]), norm=np.inf, max_iter=int(kw["max_iter"]), eot=int(kw["eot"]))
+    # evaluate seeds the purifier's fresh generator per unit; aligned mode never draws from it (the audit says so)
+    find_purifier(classifier, required=True).reseed_fresh(seed_hash(seed, 0, FRESH_GENERATOR_TAG))
+    attack = RandomnessAlignedAttack(
+        classifier, attack=lambda c: named.build(c, options, seed, batch_size), randomness=kw["randomness"],
+        eot_samples=1 if named.own_draws else options["eot"], seed=seed, batch_size=batch_size, verbose=False)
+    report = evaluate_aligned(attack, x, y).to_dict()
+    return {k: report[k] for k in ("robust_accuracy", "success", "adv_correct")}
 
 
 def _part(path: str, key: list, compute: Callable[[], dict[str, Any]], label: str, progress: bool) -> dict[str, Any]:
@@ -154,12 +209,19 @@ def checks_for(parts: dict[str, dict[str, Any]], nb_classes: int, square_queries
         ([aa, "apgd_ce_dlr"], lambda: [gm.check_randomness_modes(s["apgd_ce_dlr"], s[aa], "autoattack")]),
         (["large_eps"], lambda: [gm.check_large_eps(1.0, parts["large_eps"]["robust_accuracy"], nb_classes)]),
     ]
+    # the attacks built for purification: checked only where the run planned (and finished) them
+    plan += [([k], lambda k=k: [gm.check_stronger_attack(s[ref], s[k], k)]) for k in PURIFICATION_ATTACKS]
     return [c for needs, build in plan if all(k in s for k in [ref, *needs]) for c in build()]
 
 
-def aligned_at_eps(eps: float, square_queries: int, restarts: int) -> list[str]:
-    """The plan's attacks on the aligned purifier at the run's eps (all but large eps and AutoAttack-rand)."""
-    return [name for name, kw in attack_plan(eps, square_queries, restarts)
+def aligned_at_eps(eps: float, square_queries: int, restarts: int, purification_attacks: bool = False,
+                   purification_max_iter: int | None = None) -> list[str]:
+    """
+    The plan's attacks on the aligned purifier at the run's eps (all but large eps and AutoAttack-rand): the attacks
+    built for purification among them only where the run plans them, so a run without them keeps its worst case.
+    """
+    return [name for name, kw in attack_plan(eps, square_queries, restarts, purification_attacks,
+                                             purification_max_iter)
             if kw["eps"] == eps and not name.startswith("autoattack_rand")]
 
 
@@ -208,13 +270,50 @@ def _accuracy(result: dict[str, Any]) -> dict[str, Any]:
     return {"robust_accuracy": float(np.mean(adv)), "n": len(adv), "interval": [ci.low, ci.high]}
 
 
+def _attack_parts(out: str, sampler: str, name: str, kw: dict[str, Any], run_key: list, x: np.ndarray,
+                  y: np.ndarray, make: Callable[[str], Any], batch_size: int, attack: bool,
+                  progress: bool) -> tuple[list[dict[str, Any]], list[str]]:
+    """
+    One attack of the plan for one sampler: its finished pieces (the whole attack, or the chunks of images of a long
+    one, each its own resumable part) and the labels of those still to run (not run here, or claimed by another
+    process). ``run_key``: the run's settings and data hash, in every part's fingerprint.
+    """
+    chunk = int(kw.get("chunk") or len(x))
+    pieces, missing = [], []
+    for i0 in range(0, len(x), chunk):
+        i1 = min(i0 + chunk, len(x))
+        label, file = (name, name) if chunk >= len(x) else (f"{name} images {i0}-{i1 - 1}",
+                                                           f"{name}__{i0:04d}-{i1 - 1:04d}")
+        path = os.path.join(out, "parts", f"{sampler}__{file}.json")
+        if not attack and not os.path.exists(path):
+            missing.append(label)
+            continue
+        key = [sampler, name, kw, *run_key] + ([i0, i1] if chunk < len(x) else [])
+        # processes sharing ``out`` split the missing parts between them: one claims a part while it runs
+        with claimed(path) if not os.path.exists(path) else contextlib.nullcontext() as holder:
+            if holder is not None:
+                if progress:
+                    print(f"[masking] {sampler} {label}: running in process {holder.get('pid')} on "
+                          f"{holder.get('host')}, skipped", flush=True)
+                missing.append(label)
+                continue
+            pieces.append(_part(path, key, lambda: run_attack(name, kw, make, x[i0:i1], y[i0:i1], batch_size,
+                                                              first_image=i0), f"{sampler} {label}", progress))
+    return pieces, missing
+
+
 def run(out: str, samplers: tuple[str, ...] = ("ddpm",), n_images: int = 32, eps: float = 0.2, t_star: int = 100,
         square_queries: int = 1000, restarts: int = 5, batch_size: int = 32,
         make_classifier: Callable[[str, str], Any] | None = None, data: tuple[np.ndarray, np.ndarray] | None = None,
-        progress: bool = True, attack: bool = True) -> dict[str, Any]:
+        progress: bool = True, attack: bool = True, purification_attacks: bool = False,
+        purification_max_iter: int | None = None) -> dict[str, Any]:
     """
     Run (or resume) the full-strength checks and write ``results.json`` and ``report.md`` to ``out``.
 
+    :param purification_attacks: also run :data:`PURIFICATION_ATTACKS` (after the plan's attacks), each with
+        a stronger-attack check against PGD-40 and a place in the aligned worst case; ``purification_max_iter``
+        cuts their iterations (default: the registry's). Off, the plan, its parts and the report are those of a run
+        that never heard of them.
     :param make_classifier: ``(sampler, gradient) -> classifier`` (default: the embedded digits models, purifier
         seed 0); ``data``: ``(x, y)`` (default: the first ``n_images`` of the digits test split).
     :param attack: ``False`` runs nothing: the report is written from the finished parts alone, a check only where
@@ -235,42 +334,25 @@ def run(out: str, samplers: tuple[str, ...] = ("ddpm",), n_images: int = 32, eps
                     batch_size=batch_size, rel_step=REL_STEP, pgd_iterations=list(PGD_ITERATIONS))
     data_hash = hashlib.sha256(x.tobytes() + y.tobytes()).hexdigest()[:16]
     t0 = time.perf_counter()
-    results: dict[str, Any] = {"settings": settings, "samplers": {}}
+    plan = attack_plan(eps, square_queries, restarts, purification_attacks, purification_max_iter)
+    # the opt-in attacks are shown in the results' settings only: ``settings`` is in every part's fingerprint
+    extra = {k: kw for k, kw in plan if k in PURIFICATION_ATTACKS}
+    results: dict[str, Any] = {"settings": dict(settings, **({"purification_attacks": extra} if extra else {})),
+                               "samplers": {}}
     for sampler in samplers:
         parts: dict[str, dict[str, Any]] = {}  # finished attacks: the checks' inputs
         shown: dict[str, dict[str, Any]] = {}  # finished attacks and finished chunks of unfinished ones
         pending: list[str] = []
-        for name, kw in attack_plan(eps, square_queries, restarts):
-            chunk = int(kw.get("chunk") or len(x))
-            pieces, missing = [], 0
-            for i0 in range(0, len(x), chunk):  # a long attack in chunks of images, each its own resumable part
-                i1 = min(i0 + chunk, len(x))
-                label, file = (name, name) if chunk >= len(x) else (f"{name} images {i0}-{i1 - 1}",
-                                                                   f"{name}__{i0:04d}-{i1 - 1:04d}")
-                path = os.path.join(out, "parts", f"{sampler}__{file}.json")
-                if not attack and not os.path.exists(path):
-                    pending.append(label)
-                    missing += 1
-                    continue
-                key = [sampler, name, kw, settings, data_hash] + ([i0, i1] if chunk < len(x) else [])
-                # processes sharing ``out`` split the missing parts between them: one claims a part while it runs
-                with claimed(path) if not os.path.exists(path) else contextlib.nullcontext() as holder:
-                    if holder is not None:
-                        if progress:
-                            print(f"[masking] {sampler} {label}: running in process {holder.get('pid')} on "
-                                  f"{holder.get('host')}, skipped", flush=True)
-                        pending.append(label)
-                        missing += 1
-                        continue
-                    pieces.append(_part(path, key, lambda: run_attack(
-                        name, kw, lambda g: make_classifier(sampler, g), x[i0:i1], y[i0:i1], batch_size,
-                        first_image=i0), f"{sampler} {label}", progress))
+        for name, kw in plan:
+            pieces, missing = _attack_parts(out, sampler, name, kw, [settings, data_hash], x, y,
+                                            lambda g, s=sampler: make_classifier(s, g), batch_size, attack, progress)
+            pending += missing
             if pieces:
                 shown[name] = pieces[0] if len(pieces) == 1 and not missing else _joined(pieces)
                 if not missing:
                     parts[name] = shown[name]
         checks = checks_for(parts, 10, square_queries, restarts)
-        aligned = aligned_at_eps(eps, square_queries, restarts)
+        aligned = aligned_at_eps(eps, square_queries, restarts, purification_attacks, purification_max_iter)
         results["samplers"][sampler] = {
             "checks": [c.to_dict() for c in checks], "overall": gm.overall(checks) if not pending else "incomplete",
             "overall_of_finished_checks": gm.overall(checks), "pending": pending,
@@ -297,7 +379,8 @@ def markdown(r: dict[str, Any]) -> str:
              f"AutoAttack-rand (the same with EOT over {AUTOATTACK_RAND_EOT} draws) against the stochastic defence. "
              f"Thresholds fixed in `art_diffpure/evaluations/gradient_masking.py` before the run: a second attack may break at "
              f"most max(1, 5% of n) images the reference PGD-40 leaves robust. Compute time of all attacks: "
-             f"{r['wall_time_s_all_parts'] / 60:.1f} min (summed over the parts, whichever run or process made them).", ""]
+             f"{r['wall_time_s_all_parts'] / 60:.1f} min (summed over the parts, whichever run or process made them)."]
+    lines += _purification_header(s.get("purification_attacks")) + [""]
     for sampler, res in r["samplers"].items():
         so_far = res["overall_of_finished_checks"] if res["checks"] else "none finished"
         title = res["overall"] if not res["pending"] else (
@@ -332,6 +415,16 @@ def markdown(r: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _purification_header(attacks: dict[str, dict[str, Any]] | None) -> list[str]:
+    """The report's sentence on the attacks built for purification, where the run planned them."""
+    if not attacks:
+        return []
+    runs = ", ".join(f"{k} ({kw['max_iter']} iterations, {kw['eot']} draws)" for k, kw in attacks.items())
+    return ["", f"Attacks built for purification (`art-diffpure evaluate --attack NAME`, aligned randomness, seed "
+            f"{next(iter(attacks.values()))['seed']}): {runs}; each is a stronger-attack check against PGD-40 and "
+            "one of the aligned attacks of the worst case."]
+
+
 def _fmt(v: Any) -> str:
     if isinstance(v, float):
         return f"{v:.3g}"
@@ -340,5 +433,5 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
-__all__ = ["PGD_ITERATIONS", "aligned_at_eps", "attack_plan", "checks_for", "comparisons_for", "markdown", "run",
-           "run_attack"]
+__all__ = ["PGD_ITERATIONS", "PURIFICATION_ATTACKS", "aligned_at_eps", "attack_plan", "checks_for", "comparisons_for",
+           "markdown", "purification_plan", "run", "run_attack"]
