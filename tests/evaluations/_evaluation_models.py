@@ -48,3 +48,25 @@ def digits(n: int):
 
     x, y = load_digits_split("test")
     return x[:n], y[:n]
+
+
+def tiny_masking_kwargs(monkeypatch) -> dict:
+    """``masking.run`` keyword arguments of a tiny full-strength run (4 images, t* = 2, the plan's iteration counts
+    cut: the code path is the same), with the cuts applied to the masking module for the test."""
+    import numpy as np
+    from conftest import art_classifier, make_purifier, tiny_classifier
+
+    from art_diffpure.reproduce import masking as masking_report
+
+    torch.set_num_threads(1)
+    for name, value in (("PGD_ITERATIONS", (1, 2, 3, 4)), ("REFERENCE_ITERATIONS", 2), ("APGD_ITERATIONS", 3),
+                        ("AUTOATTACK_RAND_EOT", 2)):
+        monkeypatch.setattr(masking_report, name, value)
+    x = np.random.RandomState(0).rand(4, 1, 8, 8).astype(np.float32)
+
+    def make(sampler, gradient):
+        return art_classifier(tiny_classifier(), make_purifier(t_star=2, sampler=sampler, seed=0, gradient=gradient))
+
+    y = make("ddpm", "full").predict(x).argmax(1)
+    return dict(samplers=("ddpm",), n_images=4, eps=0.1, square_queries=5, restarts=2, batch_size=4,
+                make_classifier=make, data=(x, y), progress=False)

@@ -8,10 +8,9 @@ import os
 
 import numpy as np
 import pytest
-import torch
 
-from _evaluation_models import RoundedPurifier, _one_thread, digits, plain_model  # noqa: F401  (autouse fixture)
-from conftest import art_classifier, make_purifier, tiny_classifier, tiny_scheduler, tiny_unet
+from _evaluation_models import RoundedPurifier, _one_thread, digits, plain_model, tiny_masking_kwargs  # noqa: F401
+from conftest import art_classifier, tiny_scheduler, tiny_unet
 
 from art_diffpure.reproduce import masking as masking_report
 from art_diffpure.evaluations import gradient_masking as gm
@@ -197,16 +196,7 @@ def test_plain_classifier_is_not_flagged():
 # ---------------------------------------------------------------------------------------------- full strength, tiny
 def test_full_strength_run_resumes_and_reports(tmp_path, monkeypatch):
     """Every attack and check of the plan, resumed from its parts; iteration counts cut (the code path is the same)."""
-    torch.set_num_threads(1)
-    for name, value in (("PGD_ITERATIONS", (1, 2, 3, 4)), ("REFERENCE_ITERATIONS", 2), ("APGD_ITERATIONS", 3),
-                        ("AUTOATTACK_RAND_EOT", 2)):
-        monkeypatch.setattr(masking_report, name, value)
-    x = np.random.RandomState(0).rand(4, 1, 8, 8).astype(np.float32)
-    make = lambda sampler, gradient: art_classifier(  # noqa: E731
-        tiny_classifier(), make_purifier(t_star=2, sampler=sampler, seed=0, gradient=gradient))
-    y = make("ddpm", "full").predict(x).argmax(1)
-    kwargs = dict(samplers=("ddpm",), n_images=4, eps=0.1, square_queries=5, restarts=2, batch_size=4,
-                  make_classifier=make, data=(x, y), progress=False)
+    kwargs = tiny_masking_kwargs(monkeypatch)
     first = masking_report.run(str(tmp_path), **kwargs)
     names = {c["name"] for c in first["samplers"]["ddpm"]["checks"]}
     assert names == {"gradient_free_attack", "pgd_converged", "iterations_plateau", "restarts", "bpda_vs_full",

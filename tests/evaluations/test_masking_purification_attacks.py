@@ -8,10 +8,8 @@ import shutil
 
 import numpy as np
 import pytest
-import torch
 
-from _evaluation_models import _one_thread  # noqa: F401  (autouse fixture)
-from conftest import art_classifier, make_purifier, tiny_classifier
+from _evaluation_models import _one_thread, tiny_masking_kwargs  # noqa: F401  (autouse fixture)
 
 from art_diffpure.reproduce import masking as masking_report
 
@@ -58,16 +56,7 @@ def test_the_committed_128_image_report_resumes_without_attacking(tmp_path, monk
 
 def test_purification_attacks_add_their_parts_checks_and_worst_case(tmp_path, monkeypatch):
     """Smoke size (4 images, t* = 2, iteration counts cut); then the same directory without the flag: nothing new."""
-    torch.set_num_threads(1)
-    for name, value in (("PGD_ITERATIONS", (1, 2, 3, 4)), ("REFERENCE_ITERATIONS", 2), ("APGD_ITERATIONS", 3),
-                        ("AUTOATTACK_RAND_EOT", 2)):
-        monkeypatch.setattr(masking_report, name, value)
-    x = np.random.RandomState(0).rand(4, 1, 8, 8).astype(np.float32)
-    make = lambda sampler, gradient: art_classifier(  # noqa: E731
-        tiny_classifier(), make_purifier(t_star=2, sampler=sampler, seed=0, gradient=gradient))
-    y = make("ddpm", "full").predict(x).argmax(1)
-    kwargs = dict(samplers=("ddpm",), n_images=4, eps=0.1, square_queries=5, restarts=2, batch_size=4,
-                  make_classifier=make, data=(x, y), progress=False)
+    kwargs = tiny_masking_kwargs(monkeypatch)
     res = masking_report.run(str(tmp_path), purification_attacks=True, purification_max_iter=2, **kwargs)
     parts = sorted(os.listdir(tmp_path / "parts"))
     assert len(parts) == 11 + 3 and {f"ddpm__{k}.json" for k in PURIFICATION} <= set(parts)
