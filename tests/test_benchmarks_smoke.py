@@ -11,7 +11,8 @@ import pytest
 BENCH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks")
 
 CASES = {
-    "b1_paper_pipeline": (["speedup", "ours", "paper", "robust_accuracy_diff_points", "x_adv_max_abs_diff", "noise"],
+    "b1_paper_pipeline": (["speedup", "ours", "paper", "robust_accuracy_diff_points", "x_adv_max_abs_diff", "noise",
+                           "unet_work"],
                           []),
     "b2_memory": (["rows", "summary", "metric"], ["--in-process", "--live"]),
     "b3_eot": (["speedup", "batched_median_s", "sequential_median_s", "grad_max_rel_diff"], []),
@@ -41,6 +42,8 @@ def test_smoke(name, tmp_path, bench_path):
     for key in keys + ["environment", "settings"]:
         assert key in data, key
     assert data["environment"]["torch"]
+    if name == "b1_paper_pipeline":  # the same attack on both sides; the traced diagnostic computes what eager does
+        assert data["x_adv_max_abs_diff"] == 0.0 and data["unet_work"]["traced_bit_identical"] is True
 
 
 def test_b4_times_every_n_samples(tmp_path, bench_path):
