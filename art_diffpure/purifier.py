@@ -323,7 +323,7 @@ class DiffusionPurifier(PurificationChain, PreprocessorPyTorch):
         seed: int | Sequence[int] | None = None,
         sample_ids: Sequence[int] | np.ndarray | None = None,
         return_trajectory: bool = False,
-    ):
+    ) -> np.ndarray | "torch.Tensor" | tuple[Any, Any]:
         """
         Purify ``x`` (numpy or torch in, same type, shape and dtype out).
 
@@ -354,7 +354,8 @@ class DiffusionPurifier(PurificationChain, PreprocessorPyTorch):
         return (out, trajectory) if return_trajectory else out
 
     def purify_draw(self, x: "torch.Tensor", seeds: Sequence[int], sample_ids: Sequence[int],
-                    return_trajectory: bool = False, trajectory_steps: Sequence[int] | None = None):
+                    return_trajectory: bool = False, trajectory_steps: Sequence[int] | None = None,
+                    ) -> "torch.Tensor | tuple[torch.Tensor, torch.Tensor]":
         """
         Purify the torch batch ``x`` under named draws: row ``r`` under base seed ``seeds[r]`` and sample id
         ``sample_ids[r]``. The pair fixes all the noise of the row, so a later call replays the draw exactly.
