@@ -140,3 +140,15 @@ def _int_wanted(minimum: int | None, maximum: int | None) -> str:
     if minimum is None:
         return "an int"
     return {0: "a non-negative int", 1: "a positive int"}.get(minimum, f"an int >= {minimum}")
+
+
+def ordered_sum(values: Any) -> float:
+    """
+    The floats of ``values`` added left to right in double precision: the same bits on every Python (3.12's
+    ``sum()`` compensates rounding, 3.11's does not), so that a report resumed under another Python renders the
+    committed totals exactly.
+    """
+    total = 0.0
+    for value in values:
+        total += float(value)
+    return total

@@ -24,6 +24,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from art_diffpure._utils import ordered_sum
 from art_diffpure.evaluations import gradient_masking as gm
 from art_diffpure.evaluations.aligned import evaluate_aligned
 from art_diffpure.evaluations.pgd import run_pgd, undefended
@@ -188,7 +189,7 @@ def _joined(pieces: list[dict[str, Any]]) -> dict[str, Any]:
     """The chunks of one attack as one result: per-image lists in image order, accuracy over all images."""
     adv = [a for p in pieces for a in p["adv_correct"]]
     return {"success": [s for p in pieces for s in p["success"]], "adv_correct": adv,
-            "robust_accuracy": float(np.mean(adv)), "wall_time_s": float(sum(p["wall_time_s"] for p in pieces)),
+            "robust_accuracy": float(np.mean(adv)), "wall_time_s": ordered_sum(p["wall_time_s"] for p in pieces),
             "chunks": len(pieces)}
 
 
@@ -361,7 +362,8 @@ def run(out: str, samplers: tuple[str, ...] = ("ddpm",), n_images: int = 32, eps
             "accuracy": {k: _accuracy(v) for k, v in shown.items()},
             "wall_time_s": {k: v["wall_time_s"] for k, v in shown.items()}}
     results["wall_time_s_this_run"] = time.perf_counter() - t0
-    results["wall_time_s_all_parts"] = sum(sum(v["wall_time_s"].values()) for v in results["samplers"].values())
+    results["wall_time_s_all_parts"] = ordered_sum(ordered_sum(v["wall_time_s"].values())
+                                                   for v in results["samplers"].values())
     _atomic_json(os.path.join(out, "results.json"), results)
     with open(os.path.join(out, "report.md"), "w") as f:
         f.write(markdown(results))
