@@ -23,6 +23,8 @@ at batch n against batch 1 (eager, and traced as a diagnostic), which bounds the
 
     python benchmarks/b1_paper_pipeline.py            # N=16, t*=100, PGD-40 (a few minutes on 2 CPU cores)
     python benchmarks/b1_paper_pipeline.py --smoke    # seconds
+    python benchmarks/b1_paper_pipeline.py --unet-only --compile --n-images 64 --steps 5   # UNet timings alone,
+                                                      # torch.compile among them (about a minute of compile per shape)
 """
 from __future__ import annotations
 
@@ -158,7 +160,8 @@ def profile_ours(attack, purifier, x: np.ndarray, y: np.ndarray, steps: int, att
     return out
 
 
-def unet_work(unet, sample_shape: tuple, n: int, steps: int, reps: int, calls: int = 10) -> dict:
+def unet_work(unet, sample_shape: tuple, n: int, steps: int, reps: int, calls: int = 10,
+              compiled: bool = False) -> dict:
     """
     What the UNet's own batch scaling allows: one UNet call with backward (``g``) and without a graph (``f``) at
     batch 1 (the paper's batch) and at batch ``n`` (ours), timed as ``calls`` chained calls (medians of ``reps``,
@@ -168,8 +171,12 @@ def unet_work(unet, sample_shape: tuple, n: int, steps: int, reps: int, calls: i
     speed-up = this ratio x the paper's time over its UNet work / ours over its UNet work, both recorded by
     ``main``). Timed eager (what both pipelines run) and, as a diagnostic only, through ``torch.jit.trace`` of the same UNet at each batch (Python's per-module overhead removed; outputs and
     gradients checked bit-identical to eager); the product does not trace (the tracer is deprecated in torch 2.x).
+    ``compiled`` adds ``torch.compile`` of the same UNet at each batch (its cold compile time per batch shape and its
+    largest difference from eager recorded: inductor's kernels are not eager's), and the work ratio with only our
+    test predictions compiled (the one place it was found to be faster).
     """
     import warnings
+    from contextlib import nullcontext
 
     import torch
 
@@ -190,6 +197,9 @@ def unet_work(unet, sample_shape: tuple, n: int, steps: int, reps: int, calls: i
             warnings.simplefilter("ignore")  # the tracer's deprecation notice
             traced = torch.jit.trace(Plain(unet), (x0, t), check_trace=False)
         models = {"eager": Plain(unet), "traced": traced}
+        if compiled:
+            torch._dynamo.reset()  # a cold compile for every batch shape, as a user's first call pays it
+            models["compiled"] = torch.compile(Plain(unet), dynamic=False)
 
         def run(model, grad: bool):
             x = x0.clone().requires_grad_(grad)
@@ -202,9 +212,13 @@ def unet_work(unet, sample_shape: tuple, n: int, steps: int, reps: int, calls: i
         times: dict = {}
         results: dict = {}
         for name, model in models.items():
-            for grad in (True, False):
-                results[name, grad] = run(model, grad)  # warm-up (and the tracer's profiling runs)
-                run(model, grad)
+            t0 = time.perf_counter()
+            # the compilation runs here, cold: no cache of an earlier process (what a user's first call pays)
+            with torch.compiler.config.patch(force_disable_caches=True) if name == "compiled" else nullcontext():
+                for grad in (True, False):
+                    results[name, grad] = run(model, grad)  # warm-up (the tracer's profiling runs, the compilation)
+                    run(model, grad)
+            out[f"{name}_batch{b}_warmup_s"] = time.perf_counter() - t0
         for _ in range(reps):
             for name, model in models.items():
                 for grad in (True, False):
@@ -214,10 +228,14 @@ def unet_work(unet, sample_shape: tuple, n: int, steps: int, reps: int, calls: i
         for (name, grad), v in times.items():
             out[f"{name}_batch{b}_{'with_backward' if grad else 'forward'}_s_per_call"] = common.median(v)
         out["traced_bit_identical"] &= all(torch.equal(results["eager", g], results["traced", g]) for g in (True, False))
+        if compiled:
+            out[f"compiled_batch{b}_max_abs_diff_vs_eager"] = max(
+                float((results["eager", g] - results["compiled", g]).abs().max()) for g in (True, False))
 
-    def work(name: str, b: int) -> float:  # UNet seconds per image and chain step: its gradients and 2 predictions
+    def work(name: str, b: int, predictions: str | None = None) -> float:  # UNet s per image and chain step: its
+        # gradients and 2 predictions (``predictions``: the backend of the two predictions, if not ``name``)
         return (steps * out[f"{name}_batch{b}_with_backward_s_per_call"]
-                + 2 * out[f"{name}_batch{b}_forward_s_per_call"]) / b
+                + 2 * out[f"{predictions or name}_batch{b}_forward_s_per_call"]) / b
 
     out["eager_batch1_work_s_per_image_step"], out[f"eager_batch{n}_work_s_per_image_step"] = work("eager", 1), work(
         "eager", n)
@@ -225,6 +243,9 @@ def unet_work(unet, sample_shape: tuple, n: int, steps: int, reps: int, calls: i
     out["unet_work_ratio_eager"] = work("eager", 1) / work("eager", n)  # what both pipelines run
     out["unet_work_ratio_traced_ours_only"] = work("eager", 1) / work("traced", n)
     out["unet_work_ratio_traced_both"] = work("traced", 1) / work("traced", n)
+    if compiled:
+        out["unet_work_ratio_compiled_ours_only"] = work("eager", 1) / work("compiled", n)
+        out["unet_work_ratio_compiled_predictions_ours_only"] = work("eager", 1) / work("eager", n, "compiled")
     return out
 
 
@@ -234,11 +255,15 @@ def main(argv=None) -> dict:
     p.add_argument("--t-star", type=int, default=None)
     p.add_argument("--steps", type=int, default=None)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--compile", action="store_true", help="add torch.compile of the UNet to the UNet-work timings")
+    p.add_argument("--unet-only", action="store_true", help="only the UNet-work timings (no attack, no paper run)")
     args = p.parse_args(argv)
     threads = common.setup_threads(args.threads)
     n = args.n_images or (2 if args.smoke else 16)
     t_star = args.t_star or (3 if args.smoke else 100)
     steps = args.steps or (2 if args.smoke else 40)
+    if args.unet_only:
+        return unet_only(args, n, steps, threads)
 
     import torch
 
@@ -320,7 +345,7 @@ def main(argv=None) -> dict:
                 throughput["paper_batch1_s_per_image_iteration"] / throughput[k])
 
     profile = profile_ours(attack, purifier, x, y, steps, ours["attack_time_s"], reps)
-    unet = unet_work(purifier.model, tuple(x.shape[1:]), n, steps, reps)
+    unet = unet_work(purifier.model, tuple(x.shape[1:]), n, steps, reps, compiled=args.compile)
     unet["paper_time_over_its_unet_work"] = t_paper / (n * t_star * unet["eager_batch1_work_s_per_image_step"])
     unet["ours_time_over_its_unet_work"] = ours["wall_time_s"] / (
         n * t_star * unet[f"eager_batch{n}_work_s_per_image_step"])
@@ -365,6 +390,19 @@ def main(argv=None) -> dict:
     if result["x_adv_max_abs_diff"] != 0.0:  # the speed-up is only meaningful for the same attack
         raise SystemExit(f"B1: the two pipelines' adversarial examples differ (max |diff| "
                          f"{result['x_adv_max_abs_diff']:g}): not the same attack; result kept in {path}")
+    return result
+
+
+def unet_only(args, n: int, steps: int, threads: int) -> dict:
+    """``--unet-only``: the UNet-work timings alone (``unet_work``), in ``<name>_unet_work.json`` by default."""
+    from art_diffpure.models.digits import load_digits_unet
+
+    reps = args.repeats or (1 if args.smoke else 3)
+    result = {"benchmark": NAME + "_unet_work", "smoke": bool(args.smoke),
+              "settings": {"n_images": n, "pgd_steps": steps, "threads": threads, "repeats": reps,
+                           "compiled": bool(args.compile)},
+              "unet_work": unet_work(load_digits_unet(), (1, 8, 8), n, steps, reps, compiled=args.compile)}
+    common.write_json(result, args.out, NAME + "_unet_work")
     return result
 
 

@@ -43,6 +43,13 @@ def main(directory: str | None = None) -> None:
         print(f"- noise: {b1['noise']}")
         print(f"- paper reseed+draw share of its attack: {b1['paper']['noise_share_of_attack']:.4f}")
         print(f"- gradient throughput: {json.dumps(b1.get('gradient_throughput'), indent=1)}")
+    for name in ("b1_paper_pipeline", "b1_paper_pipeline_64_pgd5", "b1_paper_pipeline_unet_work"):
+        run = load(directory, name)
+        if run:  # the UNet's own work ratio, batch n vs batch 1, per backend measured (it bounds B1's speed-up)
+            ratios = {k[len("unet_work_ratio_"):]: round(v, 2) for k, v in run["unet_work"].items()
+                      if k.startswith("unet_work_ratio_")}
+            print(f"- {name} UNet work ratio at {run['settings']['n_images']} images ({run['environment']['cpu']}): "
+                  f"{ratios}")
     b2 = load(directory, "b2_memory")
     if b2:
         print(f"## B2 ({b2['environment']['command']}; metric {b2['metric']})")
@@ -79,7 +86,7 @@ def main(directory: str | None = None) -> None:
             for row in agreement["agreement"]:
                 print(f"  - n_samples {row['n_samples']}: Spearman rho {row['spearman_rho']:.3f} (p "
                       f"{row['spearman_p']:.2g}), rank rho with the reference {row['rank_rho_with_reference']:.3f}")
-    for name in ("b1_paper_pipeline", "b2_memory", "b3_eot", "b4_compression_cost", "b4_compression_agreement",
+    for name in ("b1_paper_pipeline", "b1_paper_pipeline_unet_work", "b2_memory", "b3_eot", "b4_compression_cost", "b4_compression_agreement",
                  "b4_compression_agreement_default_report"):
         d = load(directory, name)
         if d:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import shutil
 import sys
 
 import pytest
@@ -44,6 +45,34 @@ def test_smoke(name, tmp_path, bench_path):
     assert data["environment"]["torch"]
     if name == "b1_paper_pipeline":  # the same attack on both sides; the traced diagnostic computes what eager does
         assert data["x_adv_max_abs_diff"] == 0.0 and data["unet_work"]["traced_bit_identical"] is True
+
+
+def test_b1_unet_only_times_the_unet_alone(tmp_path, bench_path):
+    b1 = importlib.import_module("b1_paper_pipeline")
+    data = b1.main(["--smoke", "--unet-only", "--threads", "1", "--n-images", "3", "--steps", "2",
+                    "--out", str(tmp_path / "u.json")])
+    assert json.loads((tmp_path / "u.json").read_text())["benchmark"] == "b1_paper_pipeline_unet_work"
+    work = data["unet_work"]
+    assert work["traced_bit_identical"] is True and "unet_work_ratio_compiled_ours_only" not in work
+    eager = [work[f"eager_batch{b}_{k}_s_per_call"] for b in (1, 3) for k in ("with_backward", "forward")]
+    g1, f1, g3, f3 = eager
+    assert work["unet_work_ratio_eager"] == pytest.approx((2 * g1 + 2 * f1) / ((2 * g3 + 2 * f3) / 3))
+
+
+@pytest.mark.slow  # a cold torch.compile of the UNet per batch shape: about a minute each on 2 cores
+@pytest.mark.skipif(not (shutil.which(os.environ.get("CXX", "g++")) or shutil.which("clang++")),
+                    reason="torch.compile's CPU backend needs a C++ compiler")
+def test_b1_compiled_unet_is_timed_and_its_difference_from_eager_recorded(tmp_path, bench_path):
+    b1 = importlib.import_module("b1_paper_pipeline")
+    work = b1.main(["--smoke", "--unet-only", "--compile", "--threads", "1", "--n-images", "2", "--steps", "2",
+                    "--out", str(tmp_path / "u.json")])["unet_work"]
+    for b in (1, 2):
+        assert 0.0 <= work[f"compiled_batch{b}_max_abs_diff_vs_eager"] < 1e-4
+        assert work[f"compiled_batch{b}_warmup_s"] > 0 and work[f"compiled_batch{b}_with_backward_s_per_call"] > 0
+    g1, f1 = work["eager_batch1_with_backward_s_per_call"], work["eager_batch1_forward_s_per_call"]
+    g2, f2c = work["eager_batch2_with_backward_s_per_call"], work["compiled_batch2_forward_s_per_call"]
+    assert work["unet_work_ratio_compiled_predictions_ours_only"] == pytest.approx(
+        (2 * g1 + 2 * f1) / ((2 * g2 + 2 * f2c) / 2))
 
 
 def test_b4_times_every_n_samples(tmp_path, bench_path):
