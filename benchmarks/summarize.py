@@ -43,7 +43,8 @@ def main(directory: str | None = None) -> None:
         print(f"- noise: {b1['noise']}")
         print(f"- paper reseed+draw share of its attack: {b1['paper']['noise_share_of_attack']:.4f}")
         print(f"- gradient throughput: {json.dumps(b1.get('gradient_throughput'), indent=1)}")
-    for name in ("b1_paper_pipeline", "b1_paper_pipeline_64_pgd5", "b1_paper_pipeline_unet_work"):
+    for name in ("b1_paper_pipeline", "b1_paper_pipeline_64_pgd5", "b1_paper_pipeline_unet_work",
+                 "b1_paper_pipeline_64_pgd5_intel_xeon"):
         run = load(directory, name)
         if run:  # the UNet's own work ratio, batch n vs batch 1, per backend measured (it bounds B1's speed-up)
             ratios = {k[len("unet_work_ratio_"):]: round(v, 2) for k, v in run["unet_work"].items()
