@@ -214,7 +214,9 @@ def unet_work(unet, sample_shape: tuple, n: int, steps: int, reps: int, calls: i
         for name, model in models.items():
             t0 = time.perf_counter()
             # the compilation runs here, cold: no cache of an earlier process (what a user's first call pays)
-            with torch.compiler.config.patch(force_disable_caches=True) if name == "compiled" else nullcontext():
+            with torch.compiler.config.patch(force_disable_caches=True) if name == "compiled" else nullcontext(), \
+                    warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message="dynamo_pgo force disabled")  # what the patch means
                 for grad in (True, False):
                     results[name, grad] = run(model, grad)  # warm-up (the tracer's profiling runs, the compilation)
                     run(model, grad)
